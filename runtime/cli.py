@@ -1,0 +1,372 @@
+"""The `dtqs` command. The only module that parses argv, prints for humans, or exits.
+
+Exit statuses: 0 ok; 1 a check failed; 2 the user's input was wrong (manifest,
+arguments, payload); 3 not found; 4 conflict; 69 Redis unavailable; 70 internal
+error; 124 a --wait timed out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from dtqs.runtime import logs
+from dtqs.runtime.errors import DtqsError, ManifestError
+from dtqs.runtime.manifest import Manifest, load_manifest, resolve_config_path
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("dtqs.cli")
+
+
+def config_option(fn: F) -> F:
+    return click.option(
+        "--config", "config", metavar="FILE", envvar="DTQS_CONFIG",
+        help="The manifest (default: $DTQS_CONFIG, else ./dtqs.yaml).",
+    )(fn)  # fmt: skip
+
+
+def redis_option(fn: F) -> F:
+    return click.option(
+        "--redis-url", metavar="URL", envvar="DTQS_REDIS_URL",
+        help="Redis to use (default: $DTQS_REDIS_URL, the manifest's redis.url, "
+        "else the embedded server of a `dtqs run` in this folder).",
+    )(fn)  # fmt: skip
+
+
+def log_option(fn: F) -> F:
+    return click.option(
+        "--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True
+    )(fn)
+
+
+def load(config: str | None) -> Manifest:
+    return load_manifest(resolve_config_path(config))
+
+
+def make_client(config: str | None, redis_url: str | None) -> Any:
+    from dtqs.runtime.client import Client
+
+    return Client(redis_url=redis_url, manifest=load(config))
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """dtqs: durable, prioritised, retried, scheduled functions on Redis."""
+    ctx.obj = {"verbose": verbose}
+
+
+@cli.command()
+@config_option
+def validate(config: str | None) -> None:
+    """Check the manifest and import every handler; report every problem at once."""
+    from dtqs.runtime.handlers import check_handlers
+
+    manifest = load(config)
+    problems = check_handlers(manifest)
+    if problems:
+        raise ManifestError(problems)
+    click.echo(
+        f"{manifest.path.name}: ok ({len(manifest.queues)} queue(s), "
+        f"{len(manifest.functions)} function(s), {len(manifest.schedules)} schedule(s))"
+    )
+
+
+@cli.command()
+@config_option
+@redis_option
+@click.option("--queues", help="Comma-separated queues to serve (default: all).")
+@click.option("--processes", type=click.IntRange(1, 256), help="Worker processes (default: CPUs).")
+@click.option("--concurrency", type=click.IntRange(1, 4096), help="Slots per queue per process.")
+@click.option("--grace", type=click.FloatRange(0), help="Seconds to finish tasks on stop.")
+@log_option
+def worker(
+    config: str | None,
+    redis_url: str | None,
+    queues: str | None,
+    processes: int | None,
+    concurrency: int | None,
+    grace: float | None,
+    log_level: str,
+) -> None:
+    """Run worker processes until SIGTERM/SIGINT (a second signal forces)."""
+    import signal
+    import time
+
+    from dtqs.runtime import settings
+    from dtqs.runtime.pool import WorkerPool
+
+    logs.setup("pool", log_level)
+    manifest = load(config)
+    names = [q for q in (queues or "").split(",") if q]
+    unknown = [q for q in names if q not in manifest.queues]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown queue(s) {', '.join(unknown)}; declared: {', '.join(manifest.queues)}",
+            param_hint="--queues",
+        )
+    url = settings.redis_url(manifest, redis_url)
+    grace_s = manifest.workers.grace_s if grace is None else grace
+    args = ["--config", str(manifest.path), "--redis-url", url, "--log-level", log_level]
+    args += ["--grace", str(grace_s)]
+    if names:
+        args += ["--queues", ",".join(names)]
+    if concurrency:
+        args += ["--concurrency", str(concurrency)]
+    pool = WorkerPool(args, processes or os.cpu_count() or 1, grace_s)
+    requests = []
+    signal.signal(signal.SIGTERM, lambda s, f: requests.append(s))
+    signal.signal(signal.SIGINT, lambda s, f: requests.append(s))
+    pool.start()
+    handled = 0
+    while True:
+        if len(requests) > handled:
+            handled = len(requests)
+            pool.stop()
+        if pool.stopping and not pool.alive():
+            break
+        if not pool.stopping:
+            pool.poll()
+        time.sleep(0.1)
+    pool.wait(grace_s + 5)
+
+
+@cli.command()
+@config_option
+@redis_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--processes", type=click.IntRange(1, 256), help="Worker processes (default: CPUs).")
+@click.option("--concurrency", type=click.IntRange(1, 4096), help="Slots per queue per process.")
+@click.option("--grace", type=click.FloatRange(0), help="Seconds to finish tasks on stop.")
+@log_option
+def run(
+    config: str | None,
+    redis_url: str | None,
+    host: str,
+    port: int,
+    processes: int | None,
+    concurrency: int | None,
+    grace: float | None,
+    log_level: str,
+) -> None:
+    """Local development: embedded server (if no Redis is set), workers, API, scheduler."""
+    from dtqs.runtime.supervisor import RunOptions, Supervisor
+
+    logs.setup("run", log_level)
+    manifest = load(config)
+    options = RunOptions(
+        processes=processes or os.cpu_count() or 1,
+        concurrency=concurrency,
+        grace_s=grace,
+        log_level=log_level,
+        redis_url=redis_url,
+    )
+    # TODO(api, scheduler): the REST and cron issues add their Components here
+    # (serving on host:port); hot reload restarts the pool on file changes.
+    del host, port
+    Supervisor(manifest, options).run()
+
+
+def parse_payload(text: str | None) -> Any:
+    if text is None:
+        return None
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="JSON") from exc
+
+
+@cli.command()
+@config_option
+@redis_option
+@click.argument("function")
+@click.argument("payload", metavar="[JSON]", required=False)
+@click.option("--priority", help="A level of the function's queue (default: the function's).")
+@click.option("--delay", type=click.FloatRange(0), help="Seconds before the task may run.")
+@click.option("--run-at", help="ISO 8601 time at which the task may run.")
+@click.option("--idempotency-key", help="Submissions with the same key store one task.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the outcome and print the result.")
+@click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True)
+def submit(
+    config: str | None,
+    redis_url: str | None,
+    function: str,
+    payload: str | None,
+    priority: str | None,
+    delay: float | None,
+    run_at: str | None,
+    idempotency_key: str | None,
+    wait_: bool,
+    timeout: float,
+) -> None:
+    """Submit FUNCTION with a JSON payload ('-' reads stdin); prints the task id."""
+    client = make_client(config, redis_url)
+    task_id = client.submit(
+        function, parse_payload(payload), priority=priority, delay=delay, run_at=run_at,
+        idempotency_key=idempotency_key,
+    )  # fmt: skip
+    if not wait_:
+        click.echo(task_id)
+        return
+    info = client.wait(task_id, timeout)
+    if info.state == "succeeded":
+        echo_json(info.result)
+        return
+    raise DtqsError(f"task {task_id} ended {info.state}: {json.dumps(info.error)}", code="conflict")
+
+
+@cli.command()
+@config_option
+@redis_option
+@click.argument("task_id", metavar="ID")
+def status(config: str | None, redis_url: str | None, task_id: str) -> None:
+    """Print a task's record as JSON."""
+    from dtqs.runtime.errors import TaskNotFoundError
+
+    info = make_client(config, redis_url).get(task_id)
+    if info is None:
+        raise TaskNotFoundError(f"no task {task_id!r} (unknown, or its record expired)")
+    echo_json(info.to_dict())
+
+
+@cli.command()
+@config_option
+@redis_option
+@click.argument("task_id", metavar="ID")
+def cancel(config: str | None, redis_url: str | None, task_id: str) -> None:
+    """Cancel a queued or scheduled task."""
+    make_client(config, redis_url).cancel_task(task_id)
+    click.echo(f"cancelled {task_id}")
+
+
+@cli.command()
+@config_option
+@redis_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def queues(config: str | None, redis_url: str | None, as_json: bool) -> None:
+    """Depth per queue and priority, in flight, scheduled, dead."""
+    data = make_client(config, redis_url).queues()
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(
+        f"{'QUEUE':<16} {'PENDING (by priority)':<40} {'SCHED':>6} {'ACTIVE':>6} {'DEAD':>6}"
+    )
+    for name, q in data.items():
+        levels = " ".join(f"{k}={v}" for k, v in q["pending"].items())
+        paused = "  (paused)" if q["paused"] else ""
+        click.echo(
+            f"{name:<16} {levels:<40} {q['scheduled']:>6} {q['active']:>6} {q['dead']:>6}{paused}"
+        )
+
+
+@cli.command()
+@config_option
+@redis_option
+def workers(config: str | None, redis_url: str | None) -> None:
+    """Live worker processes, from their heartbeats."""
+    echo_json(make_client(config, redis_url).workers())
+
+
+@cli.group("dead")
+def dead() -> None:
+    """Dead letters: list, replay, purge."""
+
+
+def _dead_args(fn: F) -> F:
+    for deco in (
+        config_option,
+        redis_option,
+        click.option("--queue", default="default", show_default=True),
+        click.option("--function", help="Only dead letters of this function."),
+    ):
+        fn = deco(fn)
+    return fn
+
+
+@dead.command("list")
+@_dead_args
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+def dead_list(
+    config: str | None, redis_url: str | None, queue: str, function: str | None, limit: int
+) -> None:
+    """Dead tasks with their last error."""
+    infos = make_client(config, redis_url).dead_letters(queue, function, limit)
+    echo_json([i.to_dict() for i in infos])
+
+
+@dead.command("replay")
+@_dead_args
+@click.argument("ids", nargs=-1)
+def dead_replay(
+    config: str | None,
+    redis_url: str | None,
+    queue: str,
+    function: str | None,
+    ids: tuple[str, ...],
+) -> None:
+    """Send dead letters (the IDS given, else all matching) back to their queue."""
+    replayed = make_client(config, redis_url).replay(queue, ids, function)
+    click.echo(f"replayed {len(replayed)} task(s)")
+
+
+@dead.command("purge")
+@_dead_args
+@click.argument("ids", nargs=-1)
+def dead_purge(
+    config: str | None,
+    redis_url: str | None,
+    queue: str,
+    function: str | None,
+    ids: tuple[str, ...],
+) -> None:
+    """Delete dead letters (the IDS given, else all matching) for good."""
+    count = make_client(config, redis_url).purge(queue, ids, function)
+    click.echo(f"purged {count} dead letter(s)")
+
+
+def report(exc: DtqsError) -> None:
+    if isinstance(exc, ManifestError):
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"dtqs: error: {len(exc.problems)} problem(s) found", err=True)
+        return
+    click.echo(f"dtqs: error: {exc.message}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="dtqs", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except DtqsError as exc:
+        if verbose:
+            log.exception("error")
+        report(exc)
+        return exc.exit_status
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

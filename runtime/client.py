@@ -1,0 +1,357 @@
+"""The Python client: submit and inspect tasks. The API and the CLI use it too.
+
+Everything it raises is a ``DtqsError``; redis-py's errors never cross this line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from os import PathLike
+from typing import Any
+
+from dtqs.runtime import settings
+from dtqs.runtime.errors import (
+    DtqsError,
+    PayloadValidationError,
+    QueueNotFoundError,
+    TaskNotFoundError,
+    TaskStateError,
+    UnknownFunctionError,
+    Violation,
+    WaitTimeoutError,
+)
+from dtqs.runtime.manifest import (
+    FunctionSpec,
+    Manifest,
+    QueueSpec,
+    load_manifest,
+    resolve_config_path,
+)
+from dtqs.runtime.payload import Validators, encode_json
+from dtqs.runtime.redis.broker import Broker
+from dtqs.runtime.redis.keys import QueueKeys
+from dtqs.runtime.redis.scripts import NewTask
+from dtqs.runtime.task import TaskInfo, new_task_id, queue_of
+
+#: Keys a submission may carry (a dict item of submit_many, or the REST body).
+SUBMIT_FIELDS = frozenset(
+    {"function", "payload", "priority", "delay", "run_at", "idempotency_key", "headers"}
+)
+#: Levels assumed for a queue the manifest no longer declares (the schema's maximum).
+MAX_LEVELS = 10
+MAX_IDEMPOTENCY_KEY = 256
+
+
+def _to_epoch_ms(run_at: Any) -> int:
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None:  # NOTE: naive times are taken as UTC, as in Celery's eta
+            run_at = run_at.replace(tzinfo=UTC)
+        return int(run_at.timestamp() * 1000)
+    if isinstance(run_at, int | float) and not isinstance(run_at, bool):
+        return int(run_at * 1000)
+    if isinstance(run_at, str):
+        try:
+            return _to_epoch_ms(datetime.fromisoformat(run_at.replace("Z", "+00:00")))
+        except ValueError:
+            pass
+    raise PayloadValidationError(
+        f"run_at: expected an ISO 8601 time, epoch seconds or a datetime, got {run_at!r}",
+        [Violation("/run_at", "expected an ISO 8601 time or epoch seconds")],
+    )
+
+
+class Client:
+    """Submit tasks to the functions of one manifest and inspect them.
+
+    Args:
+        redis_url: overrides ``$DTQS_REDIS_URL`` and the manifest's ``redis.url``.
+        config: the manifest; default ``$DTQS_CONFIG``, else ``./dtqs.yaml``.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        config: str | PathLike[str] | None = None,
+        *,
+        manifest: Manifest | None = None,
+        broker: Broker | None = None,
+    ) -> None:
+        self.manifest = manifest or load_manifest(resolve_config_path(config))
+        self.broker = broker or Broker(
+            settings.redis_url(self.manifest, redis_url), self.manifest.prefix
+        )
+        self._validators = Validators()
+
+    def use_manifest(self, manifest: Manifest) -> None:
+        """Serve a new manifest from now on (hot reload)."""
+        self.manifest = manifest
+        self._validators = Validators()
+
+    def close(self) -> None:
+        self.broker.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- submission ---------------------------------------------------------
+
+    def submit(
+        self,
+        function: str,
+        payload: Any = None,
+        priority: str | None = None,
+        delay: float | None = None,
+        run_at: datetime | float | str | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        task_id: str | None = None,
+    ) -> str:
+        """Store one task; returns its id (the first task's id for a repeated idempotency key)."""
+        queue, task = self.prepare(
+            function, payload, priority, delay, run_at, idempotency_key, headers, task_id=task_id
+        )
+        return self._store([(queue, task)])[0][0]
+
+    def submit_many(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Store many tasks in one Redis round trip; all are validated before any is stored."""
+        return [task_id for task_id, _ in self.submit_batch(items)]
+
+    def submit_batch(self, items: Iterable[Mapping[str, Any]]) -> list[tuple[str, bool]]:
+        """As submit_many, with a flag per task: stored now (False = an earlier duplicate)."""
+        prepared, violations = [], []
+        for index, item in enumerate(items):
+            try:
+                prepared.append(self.prepare_item(item))
+            except PayloadValidationError as exc:
+                violations += [Violation(f"/{index}{v.pointer}", v.message) for v in exc.violations]
+                if not exc.violations:
+                    violations.append(Violation(f"/{index}", exc.message))
+            except DtqsError as exc:
+                violations.append(Violation(f"/{index}", exc.message))
+        if violations:
+            raise PayloadValidationError(
+                f"{len(violations)} problem(s) in the batch, nothing was stored: "
+                + "; ".join(f"{v.pointer}: {v.message}" for v in violations),
+                violations,
+            )
+        return self._store(prepared) if prepared else []
+
+    def prepare_item(self, item: Mapping[str, Any]) -> tuple[QueueSpec, NewTask]:
+        if not isinstance(item, Mapping):
+            raise PayloadValidationError("each task must be an object")
+        unknown = sorted(set(item) - SUBMIT_FIELDS)
+        if unknown:
+            raise PayloadValidationError(
+                f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SUBMIT_FIELDS))}",
+                [Violation(f"/{k}", "unknown field") for k in unknown],
+            )
+        if not isinstance(item.get("function"), str):
+            raise PayloadValidationError(
+                "function: a function name is required", [Violation("/function", "required")]
+            )
+        return self.prepare(
+            item["function"], item.get("payload"), item.get("priority"), item.get("delay"),
+            item.get("run_at"), item.get("idempotency_key"), item.get("headers"),
+        )  # fmt: skip
+
+    def function(self, name: str) -> FunctionSpec:
+        spec = self.manifest.functions.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise UnknownFunctionError(f"unknown function {name!r}")
+        return spec
+
+    def queue(self, name: str) -> QueueSpec:
+        spec = self.manifest.queues.get(name)
+        if spec is None:
+            raise QueueNotFoundError(f"unknown queue {name!r}")
+        return spec
+
+    def validate_payload(self, spec: FunctionSpec, payload: Any) -> None:
+        """Check a payload against its function's JSON Schema."""
+        self._validators.check(spec, payload)
+
+    def prepare(
+        self,
+        function: str,
+        payload: Any = None,
+        priority: str | None = None,
+        delay: float | None = None,
+        run_at: Any = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        task_id: str | None = None,
+    ) -> tuple[QueueSpec, NewTask]:
+        """Validate a submission and encode it; nothing is stored."""
+        spec = self.function(function)
+        queue = self.queue(spec.queue)
+        level_name = spec.priority if priority is None else priority
+        if level_name not in queue.priorities:
+            raise PayloadValidationError(
+                f"priority: {level_name!r} is not a level of queue {queue.name!r} "
+                f"(expected one of {', '.join(queue.priorities)})",
+                [Violation("/priority", f"expected one of {', '.join(queue.priorities)}")],
+            )
+        payload_json = encode_json(payload, "payload")
+        self.validate_payload(spec, payload)
+        if delay is not None and run_at is not None:
+            raise PayloadValidationError("give delay or run_at, not both")
+        delay_ms = -1
+        if delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+                raise PayloadValidationError(
+                    f"delay: expected seconds >= 0, got {delay!r}",
+                    [Violation("/delay", "expected a number of seconds >= 0")],
+                )
+            delay_ms = int(delay * 1000)
+        if headers is not None and not (
+            isinstance(headers, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise PayloadValidationError(
+                "headers: expected an object of strings",
+                [Violation("/headers", "expected strings")],
+            )
+        if idempotency_key is not None and not (
+            isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY
+        ):
+            raise PayloadValidationError(
+                f"idempotency_key: expected a string of 1..{MAX_IDEMPOTENCY_KEY} characters",
+                [Violation("/idempotency_key", "expected a non-empty string")],
+            )
+        return queue, NewTask(
+            id=task_id or new_task_id(queue.name),
+            function=spec.name,
+            priority=level_name,
+            level=queue.level(level_name),
+            payload_json=payload_json,
+            headers_json=encode_json(dict(headers), "headers") if headers else "",
+            delay_ms=delay_ms,
+            run_at_ms=_to_epoch_ms(run_at) if run_at is not None else -1,
+            idempotency_key=idempotency_key or "",
+            idempotency_ttl_ms=int(spec.idempotency_ttl_s * 1000),
+            result_ttl_ms=int(spec.result_ttl_s * 1000),
+        )
+
+    def _store(self, prepared: Sequence[tuple[QueueSpec, NewTask]]) -> list[tuple[str, bool]]:
+        """Enqueue prepared tasks: one script call per queue, all in one round trip."""
+        by_queue: dict[str, list[int]] = {}
+        for index, (queue, _) in enumerate(prepared):
+            by_queue.setdefault(queue.name, []).append(index)
+        out: list[tuple[str, bool]] = [("", False)] * len(prepared)
+        with self.broker.translated():
+            pipe = self.broker.redis.pipeline(transaction=False)
+            for indexes in by_queue.values():
+                queue = prepared[indexes[0]][0]
+                qk = self.broker.qkeys(queue.name, len(queue.priorities))
+                self.broker.scripts.enqueue(qk, [prepared[i][1] for i in indexes], client=pipe)
+            replies = pipe.execute()
+        for indexes, reply in zip(by_queue.values(), replies, strict=True):
+            for i, result in zip(indexes, self.broker.scripts.decode_enqueue(reply), strict=True):
+                out[i] = result
+        return out
+
+    # -- inspection -----------------------------------------------------------
+
+    def _qkeys_for(self, queue: str) -> QueueKeys:
+        spec = self.manifest.queues.get(queue)
+        return self.broker.qkeys(queue, len(spec.priorities) if spec else MAX_LEVELS)
+
+    def get(self, task_id: str) -> TaskInfo | None:
+        """The task's record, or None when there is no such task (or it expired)."""
+        queue = queue_of(task_id) if isinstance(task_id, str) else None
+        if queue is None:
+            return None
+        record = self.broker.task_record(self._qkeys_for(queue), task_id)
+        return TaskInfo.from_record(record) if record else None
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a queued or scheduled task; False when it is running, finished or unknown."""
+        try:
+            self.cancel_task(task_id)
+        except (TaskNotFoundError, TaskStateError):
+            return False
+        return True
+
+    def cancel_task(self, task_id: str) -> TaskInfo:
+        """Cancel a task that has not started; raises TaskNotFoundError or TaskStateError."""
+        queue = queue_of(task_id) if isinstance(task_id, str) else None
+        if queue is None:
+            raise TaskNotFoundError(f"no task {task_id!r}")
+        qk = self._qkeys_for(queue)
+        record = self.broker.task_record(qk, task_id) or {}
+        keep_ms = int(record.get("result_ttl_ms") or 86_400_000)
+        with self.broker.translated():
+            code, state = self.broker.scripts.cancel(qk, task_id, keep_ms)
+        if code < 0:
+            raise TaskNotFoundError(f"no task {task_id!r}")
+        if code == 0:
+            raise TaskStateError(
+                f"task {task_id} is {state}; only queued or scheduled tasks can be cancelled"
+            )
+        info = self.get(task_id)
+        return info or TaskInfo.from_record({**record, "state": "cancelled"})
+
+    def wait(self, task_id: str, timeout: float = 30.0) -> TaskInfo:
+        """Block until the task reaches a final state and return it."""
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            info = self.get(task_id)
+            if info is None:
+                raise TaskNotFoundError(
+                    f"no task {task_id!r} (or it finished and its record expired: result_ttl)"
+                )
+            if info.finished:
+                return info
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeoutError(f"task {task_id} is still {info.state} after {timeout:g}s")
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+
+    def queues(self) -> dict[str, dict[str, Any]]:
+        """Per queue: depth per priority level, scheduled, in flight, dead, paused, counters."""
+        out = {}
+        for name, spec in self.manifest.queues.items():
+            counts = self.broker.queue_counts(self.broker.qkeys(name, len(spec.priorities)))
+            counts["pending"] = dict(zip(spec.priorities, counts["pending"], strict=True))
+            out[name] = counts
+        return out
+
+    def dead_letters(
+        self, queue: str, function: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[TaskInfo]:
+        """Dead tasks of one queue, oldest first, with their last error and traceback."""
+        qk = self.broker.qkeys(queue, len(self.queue(queue).priorities))
+        ids = self.broker.dead_ids(qk, offset, limit)
+        infos = [TaskInfo.from_record(r) for r in self.broker.task_records(qk, ids)]
+        return [i for i in infos if function is None or i.function == function]
+
+    def replay(
+        self, queue: str, ids: Sequence[str] = (), function: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Send dead letters back to their queue with attempts reset; returns their ids."""
+        qk = self.broker.qkeys(queue, len(self.queue(queue).priorities))
+        with self.broker.translated():
+            return self.broker.scripts.replay(qk, function or "", ids, limit)
+
+    def purge(
+        self, queue: str, ids: Sequence[str] = (), function: str | None = None, limit: int = 1000
+    ) -> int:
+        """Delete dead letters for good; returns how many."""
+        qk = self.broker.qkeys(queue, len(self.queue(queue).priorities))
+        with self.broker.translated():
+            return self.broker.scripts.purge(qk, function or "", ids, limit)
+
+    def pause(self, queue: str, paused: bool = True) -> None:
+        self.broker.set_paused(self.broker.qkeys(queue, len(self.queue(queue).priorities)), paused)
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.broker.workers()

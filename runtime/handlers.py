@@ -1,0 +1,130 @@
+"""Import handlers by file path from the project's functions/ folder, and how to call them.
+
+Handler files are never installed and never reloaded in place: a changed file is
+picked up by replacing the worker process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path, PurePath
+from types import ModuleType
+from typing import Any
+
+from dtqs.runtime.errors import HandlerImportError, Problem
+from dtqs.runtime.manifest import FUNCTIONS_DIR, FunctionSpec, Manifest, display_path
+
+#: Package prefix of handler modules in sys.modules: functions/a/b.py -> dtqs_functions.a.b
+MODULE_PREFIX = "dtqs_functions"
+
+
+def load_handler(spec: FunctionSpec) -> Callable[..., Any]:
+    """Import the file of `spec` (once per file) and return its handler function.
+
+    Raises:
+        HandlerImportError: the file does not import, or lacks a callable by that name.
+    """
+    try:
+        module = _import(spec.handler_file, _relative_parts(spec))
+    except (Exception, SystemExit) as exc:  # SystemExit: a module calling sys.exit()
+        line, message = _describe(exc, spec.handler_file)
+        raise HandlerImportError(_problem(spec, line, message)) from exc
+    if not hasattr(module, spec.handler_attr):
+        raise HandlerImportError(_problem(spec, None, f"has no function {spec.handler_attr!r}"))
+    handler = getattr(module, spec.handler_attr)
+    if not callable(handler):
+        kind = type(handler).__name__
+        message = f"{spec.handler_attr!r} is a {kind}, not a function"
+        raise HandlerImportError(_problem(spec, None, message))
+    return handler  # type: ignore[no-any-return]
+
+
+def check_handlers(manifest: Manifest) -> list[Problem]:
+    """Import every function's handler; one problem per handler that fails."""
+    problems = []
+    for spec in manifest.functions.values():
+        try:
+            load_handler(spec)
+        except HandlerImportError as exc:
+            problems.append(exc.problem)
+    return problems
+
+
+def accepts_context(fn: Callable[..., Any]) -> bool:
+    """True when `fn` takes a second positional argument: it is called as fn(payload, ctx)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature
+        return False
+    positional = 0
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return True
+        if parameter.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            positional += 1
+    return positional >= 2
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """True when `fn` is an `async def` function (or an object whose __call__ is)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _relative_parts(spec: FunctionSpec) -> tuple[str, ...]:
+    """Path parts of the handler file below functions/, e.g. ("billing", "invoice.py")."""
+    written = PurePath(os.path.normpath(spec.handler.rpartition(":")[0]))
+    if written.parts[:1] == (FUNCTIONS_DIR,) and len(written.parts) > 1:
+        return written.parts[1:]
+    return (spec.handler_file.name,)  # not from load_manifest: treat its folder as functions/
+
+
+def _import(path: Path, parts: tuple[str, ...]) -> ModuleType:
+    name = ".".join((MODULE_PREFIX, *parts[:-1], PurePath(parts[-1]).stem))
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) != str(path):
+        # Another project's file of the same name (tests load many): keep both apart.
+        name += "_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        loaded = sys.modules.get(name)
+    if loaded is not None:
+        return loaded
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    folder = str(path.parents[len(parts) - 1])
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so handlers can import their sibling modules
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _describe(exc: BaseException, path: Path) -> tuple[int | None, str]:
+    """(line in the handler file, message) for an exception raised while importing it."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    line = frames[-1].lineno if frames else None
+    kind = type(exc).__name__
+    if isinstance(exc, SyntaxError):
+        if exc.filename == str(path):
+            return exc.lineno, f"{kind}: {exc.msg}"
+        elsewhere = display_path(Path(exc.filename)) if exc.filename else "an imported module"
+        return line, f"{kind} in {elsewhere}:{exc.lineno}: {exc.msg}"
+    return line, f"{kind}: {exc}" if str(exc) else kind
+
+
+def _problem(spec: FunctionSpec, line: int | None, message: str) -> Problem:
+    path = f"functions.{spec.name}.handler"
+    return Problem(display_path(spec.handler_file), line, path, message)

@@ -1,0 +1,135 @@
+"""The worker supervisor: spawns N worker processes, respawns them, stops them in order.
+
+Each child is ``python -m dtqs.runtime.process`` in its own session (a terminal's
+Ctrl-C reaches only the supervisor, which forwards it once) and dies with the
+supervisor (PR_SET_PDEATHSIG), so no orphan is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger("dtqs.pool")
+
+#: Respawn delay after a child crashed, doubled per crash in a row up to the max.
+RESPAWN_MIN_S = 0.5
+RESPAWN_MAX_S = 30.0
+#: A child that ran this long is considered healthy again (crash backoff resets).
+HEALTHY_AFTER_S = 10.0
+
+
+@dataclass
+class Child:
+    index: int
+    proc: subprocess.Popen[bytes]
+    started: float
+    retiring: bool = False  #: told to stop (reload, shutdown): not respawned
+
+
+class WorkerPool:
+    """Keeps ``processes`` worker processes running until stopped."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        processes: int,
+        grace_s: float,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.args = list(args)
+        self.processes = processes
+        self.grace_s = grace_s
+        self.env = env
+        self.children: list[Child] = []
+        self.stopping = False
+        self._crashes = [0] * processes
+        self._respawn_at: dict[int, float] = {}
+
+    def spawn(self, index: int) -> Child:
+        env = dict(os.environ if self.env is None else self.env)
+        env["DTQS_PARENT_PID"] = str(os.getpid())
+        cmd = [sys.executable, "-m", "dtqs.runtime.process", *self.args, "--index", str(index)]
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        child = Child(index, proc, time.monotonic())
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        for i in range(self.processes):
+            self.spawn(i)
+        log.info("started %d worker process(es)", self.processes)
+
+    def poll(self) -> None:
+        """Reap exited children and respawn the ones that should be running."""
+        now = time.monotonic()
+        for child in list(self.children):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            self.children.remove(child)
+            if self.stopping or child.retiring:
+                continue
+            if code == 0:  # recycled itself (max tasks, memory, stuck thread)
+                self._respawn_at[child.index] = now
+                continue
+            if now - child.started > HEALTHY_AFTER_S:
+                self._crashes[child.index] = 0
+            self._crashes[child.index] += 1
+            delay = min(RESPAWN_MIN_S * 2 ** (self._crashes[child.index] - 1), RESPAWN_MAX_S)
+            log.warning(
+                "worker process %d exited with %d; respawning in %.1fs", child.proc.pid, code, delay
+            )
+            self._respawn_at[child.index] = now + delay
+        for index, when in list(self._respawn_at.items()):
+            if now >= when and not self.stopping:
+                del self._respawn_at[index]
+                self.spawn(index)
+
+    def restart(self) -> None:
+        """Replace every worker process gracefully: new ones start, old ones drain."""
+        old = [c for c in self.children if not c.retiring]
+        for child in old:
+            child.retiring = True
+            self.spawn(child.index)
+        for child in old:
+            self._signal(child, signal.SIGTERM)
+
+    def _signal(self, child: Child, sig: int) -> None:
+        try:
+            child.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, force: bool = False) -> None:
+        """Ask every child to stop (a second call, or force, makes them exit now)."""
+        again = self.stopping
+        self.stopping = True
+        for child in self.children:
+            self._signal(child, signal.SIGKILL if force else signal.SIGTERM)
+        if again and not force:
+            log.warning("second stop request: worker processes exit now")
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait for every child to exit; SIGKILL the ones still alive after the timeout."""
+        deadline = time.monotonic() + timeout_s
+        for child in self.children:
+            left = max(deadline - time.monotonic(), 0)
+            try:
+                child.proc.wait(left)
+            except subprocess.TimeoutExpired:
+                log.warning("worker process %d did not stop in time; killing it", child.proc.pid)
+                child.proc.kill()
+                child.proc.wait()
+        clean = all(c.proc.returncode == 0 for c in self.children)
+        self.children = []
+        return clean
+
+    def alive(self) -> int:
+        return sum(1 for c in self.children if c.proc.poll() is None)

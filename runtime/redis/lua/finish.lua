@@ -1,0 +1,93 @@
+-- finish: record the outcomes of a batch of leased tasks of one queue, fenced by lease.
+--
+-- KEYS[1] active ZSET   KEYS[2] scheduled ZSET   KEYS[3] dead ZSET   KEYS[4] done ZSET
+-- KEYS[5] stats HASH    KEYS[6] notify LIST      KEYS[7] task record prefix
+--
+-- ARGV[1] dead letters kept at most (older ones and their records are dropped)
+-- ARGV[2..]: 7 values per outcome, repeated:
+--   id, lease token, outcome, data, traceback, ms, reason
+--   outcome  succeeded: data = result JSON; ms = result ttl (0 = drop the record now)
+--            retry:     data = error JSON; ms = delay before the next attempt
+--            dead:      data = error JSON; reason = why (max_attempts, timeout, ...)
+--            failed:    data = error JSON; ms = result ttl (functions without dead letters)
+--
+-- An outcome whose token is not the task's current lease (the lease expired and the
+-- task moved on) is refused: fencing, so a slow worker cannot overwrite a rerun.
+--
+-- Returns one integer per outcome: 1 recorded, 0 refused (stale lease).
+local now = NOW
+local prefix = KEYS[7]
+local out = {}
+local counts = {}
+local buried = false
+local rescheduled = false
+
+local function count(name, fn)
+  counts[name] = (counts[name] or 0) + 1
+  if fn then counts[name .. ':' .. fn] = (counts[name .. ':' .. fn] or 0) + 1 end
+end
+
+local function keep_for(tkey, id, ttl)
+  if ttl > 0 then
+    redis.call('PEXPIRE', tkey, ttl)
+    redis.call('ZADD', KEYS[4], now + ttl, id)
+  else
+    redis.call('DEL', tkey)
+  end
+end
+
+for b = 2, #ARGV, 7 do
+  local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local data, tb, ms, reason = ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 5]), ARGV[b + 6]
+  local tkey = prefix .. id
+  local f = redis.call('HMGET', tkey, 'state', 'lease', 'function', 'attempts')
+  if f[1] ~= 'running' or f[2] ~= token then
+    out[#out + 1] = 0
+  else
+    local fn = f[3]
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', tkey, 'lease')
+    if outcome == 'succeeded' then
+      redis.call('HSET', tkey, 'state', 'succeeded', 'result', data, 'finished_at', now)
+      keep_for(tkey, id, ms)
+      count('processed', fn)
+    elseif outcome == 'retry' then
+      push_error(tkey, data)
+      redis.call('HSET', tkey, 'state', 'scheduled', 'run_at', now + ms, 'traceback', tb)
+      redis.call('ZADD', KEYS[2], now + ms, id)
+      rescheduled = true
+      count('failed', fn)
+      count('retried', fn)
+    elseif outcome == 'dead' then
+      push_error(tkey, data)
+      redis.call('HSET', tkey, 'state', 'dead', 'finished_at', now, 'traceback', tb,
+        'reason', reason)
+      redis.call('PERSIST', tkey)
+      redis.call('ZADD', KEYS[3], now, id)
+      buried = true
+      count('failed', fn)
+      count('dead', fn)
+    else
+      push_error(tkey, data)
+      redis.call('HSET', tkey, 'state', 'failed', 'finished_at', now, 'traceback', tb,
+        'reason', reason)
+      keep_for(tkey, id, ms)
+      count('failed', fn)
+    end
+    out[#out + 1] = 1
+  end
+end
+
+for name, n in pairs(counts) do
+  redis.call('HINCRBY', KEYS[5], name, n)
+end
+if buried then
+  local keep = tonumber(ARGV[1])
+  local extra = redis.call('ZCARD', KEYS[3]) - keep
+  if extra > 0 then
+    drop_all(KEYS[3], prefix, redis.call('ZRANGE', KEYS[3], 0, extra - 1))
+  end
+end
+-- A retry may be due before an idle worker's next wake-up: wake one to re-plan.
+if rescheduled then wake(KEYS[6], 1) end
+return out

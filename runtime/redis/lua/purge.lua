@@ -1,0 +1,21 @@
+-- purge: delete dead letters and their records.
+--
+-- KEYS[1] dead ZSET   KEYS[2] task record prefix
+-- ARGV[1] function filter ("" = any)   ARGV[2] max count   ARGV[3..] ids ("" = all)
+--
+-- Returns the number of dead letters deleted.
+local ids = {}
+if #ARGV >= 3 then
+  for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+end
+local gone = {}
+for _, id in ipairs(ids) do
+  if redis.call('ZSCORE', KEYS[1], id) then
+    local fn = redis.call('HGET', KEYS[2] .. id, 'function')
+    if ARGV[1] == '' or ARGV[1] == fn then gone[#gone + 1] = id end
+  end
+end
+drop_all(KEYS[1], KEYS[2], gone)
+return #gone

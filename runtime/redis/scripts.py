@@ -1,0 +1,170 @@
+"""One typed wrapper per Lua script. Each builds KEYS from keys.py and decodes replies.
+
+Scripts are read once from this package (``lua/*.lua``, with ``lua/_lib.lua``
+prepended) and run by SHA (EVALSHA, loaded on first use by redis-py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.commands.core import Script
+
+from dtqs.runtime.redis.keys import QueueKeys
+
+
+@cache
+def _source(name: str) -> str:
+    folder = resources.files("dtqs.runtime.redis").joinpath("lua")
+    lib = folder.joinpath("_lib.lua").read_text(encoding="utf-8")
+    return lib + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to store, already validated and encoded."""
+
+    id: str
+    function: str
+    priority: str
+    level: int
+    payload_json: str
+    headers_json: str = ""
+    delay_ms: int = -1  #: relative to the Redis server's clock; -1 = none
+    run_at_ms: int = -1  #: absolute epoch ms; -1 = none
+    idempotency_key: str = ""
+    idempotency_ttl_ms: int = 86_400_000
+    result_ttl_ms: int = 86_400_000
+
+
+@dataclass(frozen=True)
+class Leased:
+    """A task a worker holds, as fetch returned it."""
+
+    id: str
+    token: str
+    function: str
+    payload_json: str
+    attempts: int
+    headers_json: str
+    priority: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    now_ms: int
+    next_due_ms: int | None  #: run-at of the earliest scheduled task
+    tasks: list[Leased]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one leased task; see finish.lua for the meaning of each field."""
+
+    id: str
+    token: str
+    kind: str  #: succeeded | retry | dead | failed
+    data: str = ""
+    traceback: str = ""
+    ms: int = 0
+    reason: str = ""
+
+
+class Scripts:
+    """The engine's atomic operations, bound to one redis-py client (or pipeline)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._scripts: dict[str, Script] = {}
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], client: Any = None) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = Script(self._client, _source(name))
+        return script(keys=keys, args=args, client=client or self._client)
+
+    def enqueue(self, qk: QueueKeys, tasks: Iterable[NewTask], client: Any = None) -> Any:
+        args: list[Any] = [qk.queue]
+        for t in tasks:
+            args += [
+                t.id, t.function, t.priority, t.level, t.payload_json, t.headers_json,
+                t.delay_ms, t.run_at_ms, t.idempotency_key, t.idempotency_ttl_ms,
+                t.result_ttl_ms,
+            ]  # fmt: skip
+        keys = [qk.notify, qk.scheduled, qk.task_prefix, qk.idem_prefix, *qk.all_pending]
+        return self._run("enqueue", keys, args, client)
+
+    @staticmethod
+    def decode_enqueue(reply: Sequence[Any]) -> list[tuple[str, bool]]:
+        """(id, stored now) per task, in submission order."""
+        return [(str(reply[i]), bool(int(reply[i + 1]))) for i in range(0, len(reply), 2)]
+
+    def fetch(
+        self, qk: QueueKeys, count: int, lease_ms: int, token_base: str, order: Sequence[int]
+    ) -> FetchResult:
+        keys = [qk.scheduled, qk.active, qk.paused, qk.dead, qk.task_prefix, *qk.all_pending]
+        reply = self._run("fetch", keys, [count, lease_ms, token_base, ",".join(map(str, order))])
+        now, due, n = int(reply[0]), int(reply[1]), int(reply[2])
+        tasks = []
+        for i in range(3, 3 + 8 * n, 8):
+            r = reply[i : i + 8]
+            tasks.append(Leased(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], int(r[7] or 0)))
+        return FetchResult(now, due if due >= 0 else None, tasks)
+
+    def finish(
+        self, qk: QueueKeys, outcomes: Sequence[Outcome], dead_letter_max: int
+    ) -> list[bool]:
+        args: list[Any] = [dead_letter_max]
+        for o in outcomes:
+            args += [o.id, o.token, o.kind, o.data, o.traceback, o.ms, o.reason]
+        keys = [qk.active, qk.scheduled, qk.dead, qk.done, qk.stats, qk.notify, qk.task_prefix]
+        return [bool(x) for x in self._run("finish", keys, args)]
+
+    def extend(self, qk: QueueKeys, lease_ms: int, held: Iterable[tuple[str, str]]) -> list[str]:
+        args: list[Any] = [lease_ms]
+        for task_id, token in held:
+            args += [task_id, token]
+        return [str(x) for x in self._run("extend", [qk.active, qk.task_prefix], args)]
+
+    def release(self, qk: QueueKeys, held: Iterable[tuple[str, str]]) -> int:
+        args = [x for pair in held for x in pair]
+        keys = [qk.active, qk.notify, qk.task_prefix, *qk.all_pending]
+        return int(self._run("release", keys, args))
+
+    def reclaim(
+        self,
+        qk: QueueKeys,
+        max_attempts: Mapping[str, int],
+        default_max_attempts: int,
+        dead_letter_ttl_ms: int,
+        limit: int = 1000,
+    ) -> tuple[int, int, int, int]:
+        keys = [qk.active, qk.dead, qk.done, qk.notify, qk.stats, qk.task_prefix, *qk.all_pending]
+        args = [json.dumps(dict(max_attempts)), default_max_attempts, dead_letter_ttl_ms, limit]
+        r = self._run("reclaim", keys, args)
+        return int(r[0]), int(r[1]), int(r[2]), int(r[3])
+
+    def cancel(self, qk: QueueKeys, task_id: str, keep_ms: int) -> tuple[int, str]:
+        keys = [qk.task(task_id), qk.scheduled, qk.done, *qk.all_pending]
+        r = self._run("cancel", keys, [task_id, keep_ms])
+        return int(r[0]), str(r[1])
+
+    def progress(self, qk: QueueKeys, task_id: str, token: str, data_json: str) -> bool:
+        return bool(self._run("progress", [qk.task(task_id)], [token, data_json]))
+
+    def replay(
+        self, qk: QueueKeys, function: str = "", ids: Sequence[str] = (), limit: int = 1000
+    ) -> list[str]:
+        keys = [qk.dead, qk.notify, qk.task_prefix, *qk.all_pending]
+        return [str(x) for x in self._run("replay", keys, [function, limit, *ids])]
+
+    def purge(
+        self, qk: QueueKeys, function: str = "", ids: Sequence[str] = (), limit: int = 1000
+    ) -> int:
+        return int(self._run("purge", [qk.dead, qk.task_prefix], [function, limit, *ids]))

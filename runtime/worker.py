@@ -1,0 +1,577 @@
+"""One worker process: per queue, a fetcher, N handler slots and an acknowledger.
+
+Tasks are leased in batches (only as many as there are free slots), run on threads
+(or on one event loop for ``async def`` handlers), and their outcomes recorded in
+batches, fenced by the lease token. Leases are renewed by a heartbeat thread that
+does not depend on the handlers' threads; see heartbeat.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import queue as queue_mod
+import random
+import socket
+import threading
+import time
+import traceback as tb_mod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dtqs.runtime import handlers
+from dtqs.runtime.context import TaskContext
+from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
+from dtqs.runtime.manifest import FunctionSpec, Manifest, QueueSpec
+from dtqs.runtime.redis.broker import Broker
+from dtqs.runtime.redis.scripts import Leased, Outcome
+from dtqs.runtime.retry import Retry, SkipRetry, backoff_s
+
+log = logging.getLogger("dtqs.worker")
+task_log = logging.getLogger("dtqs.task")
+
+#: Most tasks leased per fetch (also bounded by free slots).
+FETCH_MAX = 100
+#: Most outcomes recorded per finish call.
+ACK_MAX = 500
+#: Longest an idle fetcher blocks before it looks again (pause/resume, due retries).
+IDLE_WAIT_S = 1.0
+#: Delay before a task of a function this worker does not know is tried again.
+UNKNOWN_FUNCTION_DELAY_S = 30.0
+#: Characters of a traceback kept on the task record.
+TRACEBACK_MAX = 8000
+
+
+@dataclass(eq=False)
+class Running:
+    """A leased task from fetch until its outcome is recorded or it is released."""
+
+    leased: Leased
+    runner: QueueRunner
+    deadline: float = 0.0  #: monotonic; 0 until the handler starts
+    thread: threading.Thread | None = None
+    started: bool = False
+    abandoned: bool = False  #: timed out: the handler's late result is dropped
+    done: bool = False  #: an outcome exists (possibly not yet recorded)
+    future: Any = field(default=None, repr=False)
+
+
+def _error_json(exc: BaseException | str, kind: str | None = None) -> str:
+    if isinstance(exc, BaseException):
+        return json.dumps({"type": kind or type(exc).__name__, "message": str(exc)[:2000]})
+    return json.dumps({"type": kind or "Error", "message": exc[:2000]})
+
+
+class QueueRunner:
+    """The slots, fetcher and acknowledger of one queue inside one worker process."""
+
+    def __init__(self, worker: Worker, spec: QueueSpec, concurrency: int) -> None:
+        self.worker = worker
+        self.spec = spec
+        self.concurrency = concurrency
+        self.qk = worker.broker.qkeys(spec.name, len(spec.priorities))
+        self.lease_ms = int(spec.visibility_timeout_s * 1000)
+        self.free = concurrency
+        self.cond = threading.Condition()
+        self.work: queue_mod.SimpleQueue[Running | None] = queue_mod.SimpleQueue()
+        self.outcomes: queue_mod.SimpleQueue[tuple[Running, Outcome] | None] = (
+            queue_mod.SimpleQueue()
+        )
+        self.threads: list[threading.Thread] = []
+        self._calls = itertools.count(1)
+        self._acker: threading.Thread | None = None
+        self._fetcher: threading.Thread | None = None
+
+    # -- threads ---------------------------------------------------------------
+
+    def start(self) -> None:
+        for _ in range(self.concurrency):
+            self.add_slot_thread()
+        name = self.spec.name
+        self._acker = threading.Thread(target=self.ack_loop, name=f"ack-{name}", daemon=True)
+        self._fetcher = threading.Thread(target=self.fetch_loop, name=f"fetch-{name}", daemon=True)
+        self._acker.start()
+        self._fetcher.start()
+
+    def add_slot_thread(self) -> None:
+        t = threading.Thread(target=self.slot_loop, name=f"slot-{self.spec.name}", daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    def level_order(self) -> list[int]:
+        """Strict: levels in order. Weighted: a weighted-random order without replacement."""
+        n = len(self.spec.priorities)
+        if not self.spec.weights:
+            return list(range(n))
+        weights = [self.spec.weights.get(p, 1) for p in self.spec.priorities]
+        levels = list(range(n))
+        order = []
+        while levels:
+            pick = random.choices(levels, [weights[i] for i in levels])[0]
+            order.append(pick)
+            levels.remove(pick)
+        return order
+
+    def fetch_loop(self) -> None:
+        w = self.worker
+        pause = 0.1
+        while not w.stopping.is_set():
+            with self.cond:
+                while self.free <= 0 and not w.stopping.is_set():
+                    self.cond.wait(0.5)
+                want = min(self.free, FETCH_MAX)
+            if w.stopping.is_set() or w.draining.is_set():
+                break
+            token_base = f"{w.worker_id}:{self.spec.name}:{next(self._calls)}"
+            try:
+                with w.broker.translated():
+                    got = w.broker.scripts.fetch(
+                        self.qk, want, self.lease_ms, token_base, self.level_order()
+                    )
+                pause = 0.1
+            except DtqsError as exc:
+                w.redis_trouble(exc)
+                w.stopping.wait(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            if got.tasks:
+                entries = [Running(t, self) for t in got.tasks]
+                w.hold(entries)
+                with self.cond:
+                    self.free -= len(entries)
+                for entry in entries:
+                    w.dispatch(entry)
+            if len(got.tasks) < want:
+                timeout = IDLE_WAIT_S
+                if got.next_due_ms is not None:
+                    timeout = min(timeout, max((got.next_due_ms - got.now_ms) / 1000, 0.001))
+                try:
+                    w.broker.wait_for_work(self.qk, timeout)
+                except BrokerUnavailableError as exc:
+                    w.redis_trouble(exc)
+                    w.stopping.wait(pause)
+
+    def slot_loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            entry = self.work.get()
+            if entry is None:
+                return
+            entry.thread = me
+            self.worker.run_sync(entry)
+            if entry.abandoned:
+                return  # a replacement thread took this slot over when it timed out
+
+    def slot_done(self) -> None:
+        with self.cond:
+            self.free += 1
+            self.cond.notify()
+
+    def ack_loop(self) -> None:
+        w = self.worker
+        stop = False
+        while not stop:
+            first = self.outcomes.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < ACK_MAX:
+                try:
+                    item = self.outcomes.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self.record(batch)
+
+    def record(self, batch: Sequence[tuple[Running, Outcome]]) -> None:
+        """Write outcomes, retrying while Redis is away; the leases keep being renewed."""
+        w = self.worker
+        pause = 0.05
+        while True:
+            try:
+                with w.broker.translated():
+                    flags = w.broker.scripts.finish(
+                        self.qk, [o for _, o in batch], self.spec.dead_letter_max
+                    )
+                break
+            except DtqsError as exc:
+                if w.hard_stop.is_set():
+                    return  # leases will expire and the tasks run again
+                w.redis_trouble(exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        for (entry, outcome), ok in zip(batch, flags, strict=True):
+            if not ok:
+                log.warning(
+                    "outcome of task %s refused: its lease moved on (it ran too long or "
+                    "Redis lost the lease); the task is someone else's now",
+                    outcome.id,
+                )
+        w.unhold([entry for entry, _ in batch])
+
+
+class Worker:
+    """A worker process's engine: queue runners, heartbeat and sweep, graceful stop."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        broker: Broker,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        *,
+        worker_id: str | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.broker = broker
+        names = list(queues) if queues else list(manifest.queues)
+        unknown = [q for q in names if q not in manifest.queues]
+        if unknown:
+            raise DtqsError(
+                f"unknown queue(s) {', '.join(unknown)}; the manifest declares "
+                f"{', '.join(manifest.queues)}",
+                code="invalid",
+            )
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.runners = [
+            QueueRunner(self, manifest.queues[q], concurrency or manifest.queues[q].concurrency)
+            for q in names
+        ]
+        self.stopping = threading.Event()  #: no new task starts
+        self.draining = threading.Event()  #: fetch no more (recycling)
+        self.hard_stop = threading.Event()
+        self.lock = threading.Lock()
+        self.held: dict[str, Running] = {}
+        self.abandoned: list[Running] = []
+        self.started_at = datetime.now(UTC)
+        self.tasks_done = 0
+        self._handlers: dict[str, Callable[..., Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_trouble = 0.0
+        self.log_tasks = task_log.isEnabledFor(logging.INFO)
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def hold(self, entries: Sequence[Running]) -> None:
+        with self.lock:
+            for e in entries:
+                self.held[e.leased.token] = e
+
+    def unhold(self, entries: Sequence[Running], *, finished: bool = True) -> None:
+        with self.lock:
+            for e in entries:
+                self.held.pop(e.leased.token, None)
+            if finished:
+                self.tasks_done += len(entries)
+
+    def in_flight(self) -> int:
+        with self.lock:
+            return len(self.held)
+
+    def redis_trouble(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_trouble > 5 and not self.stopping.is_set():
+            log.warning("Redis trouble, retrying: %s", exc)
+            self._last_trouble = now
+
+    # -- running handlers ----------------------------------------------------------
+
+    def handler_for(self, spec: FunctionSpec) -> Callable[..., Any]:
+        fn = self._handlers.get(spec.name)
+        if fn is None:
+            fn = self._handlers[spec.name] = handlers.load_handler(spec)
+        return fn
+
+    def dispatch(self, entry: Running) -> None:
+        spec = self.manifest.functions.get(entry.leased.function)
+        if spec is not None:
+            try:
+                fn = self.handler_for(spec)
+            except DtqsError:
+                fn = None
+            if fn is not None and handlers.is_async(fn):
+                self.run_async(entry, spec, fn)
+                return
+        entry.runner.work.put(entry)
+
+    def _begin(self, entry: Running) -> tuple[FunctionSpec | None, Any, str | None]:
+        """Resolve the function and decode the payload; (spec, payload, problem kind)."""
+        leased = entry.leased
+        spec = self.manifest.functions.get(leased.function)
+        if spec is None:
+            return None, None, "unknown_function"
+        try:
+            return spec, json.loads(leased.payload_json), None
+        except ValueError:
+            return spec, None, "decode_error"
+
+    def _context(self, entry: Running, spec: FunctionSpec) -> TaskContext:
+        leased = entry.leased
+        qk = entry.runner.qk
+
+        def report(data: str) -> bool:
+            with self.broker.translated():
+                return self.broker.scripts.progress(qk, leased.id, leased.token, data)
+
+        return TaskContext(
+            task_id=leased.id,
+            attempt=leased.attempts,
+            function=spec.name,
+            queue=spec.queue,
+            priority=leased.priority,
+            deadline=datetime.now(UTC) + timedelta(seconds=spec.timeout_s),
+            headers=json.loads(leased.headers_json) if leased.headers_json else {},
+            _report=report,
+        )
+
+    def _args(
+        self, entry: Running, spec: FunctionSpec, fn: Callable[..., Any], payload: Any
+    ) -> tuple[Any, ...]:
+        if handlers.accepts_context(fn):
+            return (payload, self._context(entry, spec))
+        return (payload,)
+
+    def run_sync(self, entry: Running) -> None:
+        runner = entry.runner
+        if self.stopping.is_set():
+            runner.slot_done()  # no task starts after the signal; stop() releases it
+            return
+        spec, payload, problem = self._begin(entry)
+        outcome: Outcome
+        if spec is None or problem:
+            outcome = self.problem_outcome(entry, spec, problem or "unknown_function")
+        else:
+            started = time.monotonic()
+            try:
+                fn = self.handler_for(spec)
+                args = self._args(entry, spec, fn, payload)
+                with self.lock:
+                    entry.deadline = started + spec.timeout_s
+                    entry.started = True
+                if self.log_tasks:
+                    task_log.info(
+                        "start %s %s attempt=%d", entry.leased.id, spec.name, entry.leased.attempts
+                    )
+                result = fn(*args)
+                outcome = self.success(entry, spec, result, started)
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
+                outcome = self.failure(entry, spec, exc, started)
+        with self.lock:
+            if entry.abandoned:
+                return  # timed out: its outcome was recorded and its slot handed over
+            entry.done = True
+        runner.outcomes.put((entry, outcome))
+        runner.slot_done()
+        self.after_task()
+
+    def run_async(self, entry: Running, spec: FunctionSpec, fn: Callable[..., Any]) -> None:
+        loop = self.event_loop()
+        runner = entry.runner
+
+        async def go() -> None:
+            if self.stopping.is_set():
+                runner.slot_done()
+                return
+            _, payload, problem = self._begin(entry)
+            started = time.monotonic()
+            if problem:
+                outcome = self.problem_outcome(entry, spec, problem)
+            else:
+                with self.lock:
+                    entry.started = True
+                try:
+                    result = await asyncio.wait_for(
+                        fn(*self._args(entry, spec, fn, payload)), spec.timeout_s
+                    )
+                    outcome = self.success(entry, spec, result, started)
+                except TimeoutError:
+                    exc = TimeoutError(f"handler ran past its timeout of {spec.timeout_s:g}s")
+                    outcome = self.failure(entry, spec, exc, started, reason="timeout")
+                except BaseException as exc:  # noqa: BLE001
+                    outcome = self.failure(entry, spec, exc, started)
+            with self.lock:
+                entry.done = True
+            runner.outcomes.put((entry, outcome))
+            runner.slot_done()
+            self.after_task()
+
+        entry.future = asyncio.run_coroutine_threadsafe(go(), loop)
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        with self.lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="asyncio", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def after_task(self) -> None:
+        limit = self.manifest.workers.max_tasks_per_child
+        if limit and self.tasks_done >= limit and not self.draining.is_set():
+            log.info("recycling after %d tasks (max_tasks_per_child)", self.tasks_done)
+            self.draining.set()
+
+    # -- outcomes ----------------------------------------------------------------
+
+    def success(self, entry: Running, spec: FunctionSpec, result: Any, started: float) -> Outcome:
+        try:
+            data = json.dumps(result, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            error = TypeError(f"the handler's result is not JSON-serialisable: {exc}")
+            return self.failure(entry, spec, error, started)
+        if self.log_tasks:
+            task_log.info(
+                "done %s %s in %.1f ms",
+                entry.leased.id,
+                spec.name,
+                (time.monotonic() - started) * 1000,
+            )
+        return Outcome(
+            entry.leased.id, entry.leased.token, "succeeded", data, ms=int(spec.result_ttl_s * 1000)
+        )
+
+    def failure(
+        self,
+        entry: Running,
+        spec: FunctionSpec,
+        exc: BaseException,
+        started: float,
+        *,
+        reason: str = "max_attempts",
+        kind: str | None = None,
+    ) -> Outcome:
+        leased = entry.leased
+        trace = "".join(tb_mod.format_exception(exc))[-TRACEBACK_MAX:]
+        error = _error_json(exc, kind or ("Timeout" if reason == "timeout" else None))
+        policy = spec.retry
+        if isinstance(exc, SkipRetry):
+            reason, more = "skip_retry", False
+        else:
+            more = leased.attempts < policy.max_attempts
+        if more:
+            delay = backoff_s(policy, leased.attempts)
+            if isinstance(exc, Retry) and exc.delay_s is not None:
+                delay = exc.delay_s
+            task_log.warning(
+                "attempt %d of %s %s failed (%s: %s); retry in %.2fs",
+                leased.attempts, leased.id, spec.name, type(exc).__name__, exc, delay,
+            )  # fmt: skip
+            return Outcome(leased.id, leased.token, "retry", error, trace, int(delay * 1000))
+        task_log.error(
+            "task %s %s failed for good after %d attempt(s) (%s): %s: %s",
+            leased.id, spec.name, leased.attempts, reason, type(exc).__name__, exc,
+        )  # fmt: skip
+        if spec.dead_letter:
+            return Outcome(leased.id, leased.token, "dead", error, trace, 0, reason)
+        return Outcome(
+            leased.id, leased.token, "failed", error, trace, int(spec.result_ttl_s * 1000), reason
+        )
+
+    def problem_outcome(self, entry: Running, spec: FunctionSpec | None, problem: str) -> Outcome:
+        leased = entry.leased
+        if problem == "decode_error":
+            error = _error_json("the task's payload is not valid JSON", "DecodeError")
+            log.error("task %s: payload is not valid JSON; dead-lettered", leased.id)
+            return Outcome(leased.id, leased.token, "dead", error, "", 0, "decode_error")
+        message = f"function {leased.function!r} is not in this worker's manifest"
+        log.error("task %s: %s", leased.id, message)
+        error = _error_json(message, "UnknownFunction")
+        if leased.attempts < 5:
+            return Outcome(
+                leased.id, leased.token, "retry", error, "", int(UNKNOWN_FUNCTION_DELAY_S * 1000)
+            )
+        return Outcome(leased.id, leased.token, "dead", error, "", 0, "unknown_function")
+
+    def expire_overdue(self) -> int:
+        """Fail sync handlers past their timeout; hand their slot to a new thread."""
+        now = time.monotonic()
+        overdue = []
+        with self.lock:
+            for entry in self.held.values():
+                if (
+                    entry.started
+                    and not entry.done
+                    and not entry.abandoned
+                    and entry.future is None
+                ):
+                    if entry.deadline and now > entry.deadline:
+                        entry.abandoned = True
+                        entry.done = True
+                        overdue.append(entry)
+                        self.abandoned.append(entry)
+        for entry in overdue:
+            spec = self.manifest.functions[entry.leased.function]
+            exc = TimeoutError(f"handler ran past its timeout of {spec.timeout_s:g}s")
+            outcome = self.failure(
+                entry, spec, exc, entry.deadline - spec.timeout_s, reason="timeout"
+            )
+            entry.runner.outcomes.put((entry, outcome))
+            entry.runner.add_slot_thread()
+            entry.runner.slot_done()
+        return len(overdue)
+
+    def stuck_threads(self) -> int:
+        """Threads still running a handler that timed out (only a new process frees them)."""
+        with self.lock:
+            self.abandoned = [e for e in self.abandoned if e.thread and e.thread.is_alive()]
+            return len(self.abandoned)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        policy = self.broker.eviction_policy()
+        if policy not in ("noeviction", "unknown"):
+            log.warning(
+                "Redis maxmemory-policy is %r: Redis may evict task keys and lose tasks; "
+                "set it to noeviction",
+                policy,
+            )
+        for runner in self.runners:
+            runner.start()
+
+    def stop(self, grace_s: float) -> int:
+        """Stop fetching, let running tasks finish within grace, release the rest at once.
+
+        Returns the number of tasks released back to their queues.
+        """
+        self.stopping.set()
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                busy = any(e.started and not e.done for e in self.held.values())
+            if not busy:
+                break
+            time.sleep(0.02)
+        released = self.release_unfinished()
+        for runner in self.runners:
+            runner.outcomes.put(None)
+        for runner in self.runners:
+            if runner._acker is not None:
+                runner._acker.join(timeout=10)
+        return released
+
+    def release_unfinished(self) -> int:
+        with self.lock:
+            todo = [e for e in self.held.values() if not e.done]
+        total = 0
+        for runner in self.runners:
+            mine = [(e.leased.id, e.leased.token) for e in todo if e.runner is runner]
+            if not mine:
+                continue
+            try:
+                with self.broker.translated():
+                    total += self.broker.scripts.release(runner.qk, mine)
+            except DtqsError as exc:
+                log.warning("could not release %d task(s) (leases will expire): %s", len(mine), exc)
+        self.unhold(todo, finished=False)
+        if total:
+            log.info("released %d unfinished task(s) back to their queues", total)
+        return total

@@ -1,0 +1,242 @@
+"""YAML text -> plain data plus the line of every node, with ${VAR} expansion.
+
+The manifest loader needs both the data (for JSON Schema) and where each value was
+written (for "file:line" in messages), which `yaml.safe_load` alone cannot give; so
+JSON Schema errors are turned into located problems here too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, ValidationError
+
+from dtqs.runtime.errors import Problem
+
+#: A position in the document: mapping keys and sequence indexes from the root.
+YamlPath = tuple[str | int, ...]
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_JSON_SCALARS = (str, int, float, bool, type(None))
+#: JSON Schema types in YAML words, for "expected a mapping, got []".
+_KINDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+}
+#: ${VAR}, ${VAR:-default}; a leading extra "$" ($${VAR}) keeps the text literally.
+_VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps dates as strings, so every value is JSON-shaped."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+@dataclass
+class Document:
+    """A parsed YAML file: its data, the line of each path, and what was wrong."""
+
+    file: str  #: as shown in problems
+    data: Any
+    lines: dict[YamlPath, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    bad_paths: set[YamlPath] = field(default_factory=set)  #: where the problems are
+
+    def line(self, path: YamlPath) -> int | None:
+        """Line (1-based) of `path`, or of its nearest ancestor written in the file."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+    def check(self, schema: Mapping[str, Any]) -> None:
+        """Add a problem, at its line, for each way the data breaks `schema`."""
+        for error in Draft202012Validator(schema).iter_errors(self.data):
+            for where, bad, message in _explain(error):
+                if where not in self.bad_paths:  # e.g. an unset ${VAR} was reported there
+                    self.problems.append(
+                        Problem(self.file, self.line(where), dotted(where), message)
+                    )
+                self.bad_paths.update(bad)
+
+
+def _explain(error: ValidationError) -> Iterator[tuple[YamlPath, list[YamlPath], str]]:
+    """A schema error -> (where to report it, paths now known bad, message)."""
+    path: YamlPath = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        allowed = schema.get("properties", {})
+        for key in error.instance:
+            if key not in allowed:
+                message = f"unknown key; expected one of: {', '.join(allowed)}"
+                yield (*path, key), [(*path, key)], message
+    elif "propertyNames" in error.schema_path:
+        yield (*path, error.instance), [(*path, error.instance)], f"invalid name: {error.message}"
+    elif error.validator == "required":
+        missing = [key for key in error.validator_value if key not in error.instance]
+        yield path, [(*path, key) for key in missing], error.message
+    elif error.validator == "type" and error.validator_value in _KINDS:
+        got = "an empty value" if error.instance is None else repr(error.instance)
+        yield path, [path], f"expected {_KINDS[error.validator_value]}, got {got}"
+    elif error.validator == "const":
+        expected = f"expected {error.validator_value!r}"
+        yield path, [path], f"{error.instance!r} is not supported; {expected}"
+    elif error.validator in ("anyOf", "oneOf") and "title" in schema:
+        # The schema's own title and description say more than "is not valid under
+        # any of the given schemas"; keys the branches require are the bad ones.
+        what = (
+            "not a valid"
+            if isinstance(error.instance, dict | list)
+            else f"{error.instance!r} is not a"
+        )
+        keys = [key for branch in error.validator_value for key in branch.get("required", ())]
+        bad = [(*path, key) for key in keys] or [path]
+        yield path, bad, f"{what} {schema['title']}; {schema.get('description', '')}".rstrip("; ")
+    else:
+        yield path, [path], error.message
+
+
+def dotted(path: YamlPath) -> str:
+    """`("functions", "hello", "retry")` -> "functions.hello.retry"; indexes as `[0]`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def load_yaml(text: str, *, file: str, environ: Mapping[str, str]) -> Document:
+    """Parse one YAML document; problems (syntax, unset variables...) are collected."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return Document(file, None)
+        walker = _Walker(loader, file, environ)
+        data = walker.value(root, ())
+        return Document(file, data, walker.lines, walker.problems, walker.bad_paths)
+    except yaml.YAMLError as exc:
+        return Document(file, None, problems=[_syntax_problem(exc, file)])
+    finally:
+        loader.dispose()
+
+
+def _syntax_problem(exc: yaml.YAMLError, file: str) -> Problem:
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return Problem(file, None, "", f"invalid YAML: {exc}")
+    mark = exc.problem_mark or exc.context_mark
+    text = exc.problem or "invalid YAML"
+    if exc.context:
+        text += f" ({exc.context})"
+    return Problem(file, mark.line + 1 if mark else None, "", f"invalid YAML: {text}")
+
+
+class _Walker:
+    """Turns composed nodes into data, recording lines and collecting problems."""
+
+    def __init__(self, loader: _Loader, file: str, environ: Mapping[str, str]) -> None:
+        self.loader = loader
+        self.file = file
+        self.environ = environ
+        self.lines: dict[YamlPath, int] = {}
+        self.problems: list[Problem] = []
+        self.bad_paths: set[YamlPath] = set()
+        self._open: set[int] = set()  # nodes being walked: an alias to one is a cycle
+        self._own_keys: dict[int, set[int]] = {}  # mapping -> its keys not from a merge
+
+    def problem(self, node: yaml.Node, path: YamlPath, message: str) -> None:
+        self.problems.append(Problem(self.file, node.start_mark.line + 1, dotted(path), message))
+        self.bad_paths.add(path)
+
+    def value(self, node: yaml.Node, path: YamlPath) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        if id(node) in self._open:
+            self.problem(node, path, "an alias refers to a node containing it (a cycle)")
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                items = []
+                for index, item in enumerate(node.value):
+                    self.lines[(*path, index)] = item.start_mark.line + 1
+                    items.append(self.value(item, (*path, index)))
+                return items
+            assert isinstance(node, yaml.MappingNode)  # the third and last kind of node
+            return self.mapping(node, path)
+        finally:
+            self._open.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, path: YamlPath) -> dict[str, Any]:
+        # NOTE(manifest): an alias walks its mapping again, after "<<" was flattened.
+        own = self._own_keys.setdefault(
+            id(node), {id(k) for k, _ in node.value if k.tag != _MERGE_TAG}
+        )
+        self.loader.flatten_mapping(node)  # resolves "<<" merge keys in place
+        result: dict[str, Any] = {}
+        first_own: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problem(key_node, path, "a key must be a plain name, not a list or mapping")
+                continue
+            # NOTE(manifest): keys are names as written; `on:` must not become True.
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if id(key_node) in own:
+                if key in first_own:
+                    self.problem(
+                        key_node, (*path, key), f"duplicate key (first at line {first_own[key]})"
+                    )
+                first_own.setdefault(key, line)
+            self.lines[(*path, key)] = line
+            result[key] = self.value(value_node, (*path, key))
+        return result
+
+    def scalar(self, node: yaml.ScalarNode, path: YamlPath) -> Any:
+        if node.tag == _STR_TAG and "${" in node.value:
+            node = self.expand(node, path)
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.problem(node, path, f"invalid value: {getattr(exc, 'problem', None) or exc}")
+            return None
+        if not isinstance(value, _JSON_SCALARS):
+            self.problem(node, path, f"{type(value).__name__} is not a JSON value")
+            return None
+        return value
+
+    def expand(self, node: yaml.ScalarNode, path: YamlPath) -> yaml.ScalarNode:
+        def substitute(match: re.Match[str]) -> str:
+            escaped, name, default = match.groups()
+            if escaped:
+                return match.group(0)[1:]
+            if self.environ.get(name):
+                return self.environ[name]
+            if default is not None:
+                return default  # like the shell: unset or empty both take the default
+            if name in self.environ:
+                return ""
+            allow = f"write ${{{name}:-default}} to allow that"
+            self.problem(node, path, f"environment variable {name} is not set ({allow})")
+            return ""
+
+        text = _VARIABLE.sub(substitute, node.value)
+        tag = node.tag
+        if node.style is None and text:
+            # An unquoted value is typed after expansion: `${N:-16}` is the number 16,
+            # but an empty expansion stays "" rather than becoming null.
+            tag = self.loader.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+        return yaml.ScalarNode(tag, text, node.start_mark, node.end_mark, node.style)
