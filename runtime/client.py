@@ -148,7 +148,8 @@ class Client:
         unknown = sorted(set(item) - SUBMIT_FIELDS)
         if unknown:
             raise PayloadValidationError(
-                f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SUBMIT_FIELDS))}",
+                f"unknown field(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(SUBMIT_FIELDS))}",
                 [Violation(f"/{k}", "unknown field") for k in unknown],
             )
         if not isinstance(item.get("function"), str):

@@ -65,9 +65,10 @@ class Supervisor:
     def check_not_running(self) -> None:
         other = settings.embedded_url(self.manifest)
         if other and not self.manifest.redis_url and not self.options.redis_url:
+            state = settings.state_dir(self.manifest) / settings.SERVER_FILE
             raise DtqsError(
                 f"another `dtqs run` is already serving this folder (server {other}); "
-                f"stop it first, or remove {settings.state_dir(self.manifest) / settings.SERVER_FILE}",
+                f"stop it first, or remove {state}",
                 code="conflict",
             )
 

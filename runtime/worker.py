@@ -173,7 +173,6 @@ class QueueRunner:
             self.cond.notify()
 
     def ack_loop(self) -> None:
-        w = self.worker
         stop = False
         while not stop:
             first = self.outcomes.get()
@@ -208,7 +207,7 @@ class QueueRunner:
                 w.redis_trouble(exc)
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
-        for (entry, outcome), ok in zip(batch, flags, strict=True):
+        for (_, outcome), ok in zip(batch, flags, strict=True):
             if not ok:
                 log.warning(
                     "outcome of task %s refused: its lease moved on (it ran too long or "
@@ -556,6 +555,7 @@ class Worker:
         for runner in self.runners:
             if runner._acker is not None:
                 runner._acker.join(timeout=10)
+        self.hard_stop.set()  # an acknowledger still retrying gives up: leases take over
         return released
 
     def release_unfinished(self) -> int:

@@ -105,12 +105,12 @@ workers:
   reclaim_interval: 200ms
 """
 
-TASKS = '''\
+TASKS = """\
 import json, os, time
 
 def echo(payload):
     return payload
-'''
+"""
 
 
 class Project:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -115,7 +116,9 @@ def test_submit_many_is_one_round_trip_and_all_or_nothing(client, r):
     before = int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
     ids = client.submit_many([{"function": "echo", "payload": i} for i in range(100)])
     after = int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
-    assert len(set(ids)) == 100 and after - before <= 2  # one script call (a NOSCRIPT retry at most)
+    assert (
+        len(set(ids)) == 100 and after - before <= 2
+    )  # one script call (a NOSCRIPT retry at most)
     with pytest.raises(PayloadValidationError) as err:
         client.submit_many([{"function": "echo", "payload": 1}, {"function": "nope"}])
     assert [v.pointer for v in err.value.violations] == ["/1"]
@@ -138,8 +141,11 @@ def test_bad_submissions_store_nothing(client, r):
 
 def test_schema_violations_name_each_pointer(project, redis_url, r):
     p = project()
-    p.write("schemas/user.json", '{"type": "object", "required": ["email"], '
-            '"properties": {"email": {"type": "string"}, "age": {"type": "integer"}}}')
+    p.write(
+        "schemas/user.json",
+        '{"type": "object", "required": ["email"], '
+        '"properties": {"email": {"type": "string"}, "age": {"type": "integer"}}}',
+    )
     p.write("dtqs.yaml", p.config.read_text().replace(
         "functions:\n", "functions:\n  user:\n    handler: functions/tasks.py:echo\n"
         "    schema: schemas/user.json\n"))  # fmt: skip
@@ -178,7 +184,7 @@ def test_retry_outcome_schedules_and_keeps_each_error(client):
         time.sleep(0.06)
         leased = fetch(client).tasks[0]
         assert leased.attempts == attempt
-        err = '{"type": "ValueError", "message": "boom %d"}' % attempt
+        err = json.dumps({"type": "ValueError", "message": f"boom {attempt}"})
         s.finish(qk(client), [Outcome(task_id, leased.token, "retry", err, "tb", 50)], 10)
         assert client.get(task_id).state == "scheduled"
     info = client.get(task_id)
@@ -228,8 +234,8 @@ def test_cancel_queued_and_scheduled_but_not_running(client):
 def _bury(client, n, function="echo"):
     ids = [client.submit(function, i) for i in range(n)]
     leased = fetch(client, n).tasks
-    outcomes = [Outcome(t.id, t.token, "dead", '{"type":"E","message":"x"}', "tb", 0, "max_attempts")
-                for t in leased]  # fmt: skip
+    err = '{"type":"E","message":"x"}'
+    outcomes = [Outcome(t.id, t.token, "dead", err, "tb", 0, "max_attempts") for t in leased]
     client.broker.scripts.finish(qk(client), outcomes, 3)
     return ids
 

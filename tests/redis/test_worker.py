@@ -13,7 +13,7 @@ from dtqs.runtime.testing import InProcessWorker
 
 pytestmark = pytest.mark.redis
 
-TASKS = '''\
+TASKS = """\
 import asyncio, json, os, time
 from dtqs.runtime.retry import SkipRetry
 
@@ -46,7 +46,7 @@ async def async_echo(payload):
 
 async def async_slow(payload):
     await asyncio.sleep(5)
-'''
+"""
 
 MANIFEST = """\
 version: 1
@@ -121,8 +121,8 @@ def test_tasks_run_in_priority_order(setup, tmp_path):
     client, worker = setup(concurrency=1)
     client.pause("default")
     pl = {"ledger": str(tmp_path / "ledger")}
-    ids = [client.submit("note", {**pl, "tag": tag}, priority=prio)
-           for tag, prio in [("l", "low"), ("n", "normal"), ("c", "critical"), ("h", "high")]]  # fmt: skip
+    order = [("l", "low"), ("n", "normal"), ("c", "critical"), ("h", "high")]
+    ids = [client.submit("note", {**pl, "tag": tag}, priority=prio) for tag, prio in order]
     client.pause("default", False)
     with worker:
         for task_id in ids:
