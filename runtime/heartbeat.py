@@ -107,8 +107,17 @@ class Heartbeat:
             if mine:
                 with w.broker.translated():
                     lost = w.broker.scripts.extend(runner.qk, runner.lease_ms, mine)
-                for task_id in lost:
-                    log.warning("lease of task %s was lost; its outcome will be refused", task_id)
+                if lost:
+                    self.report_lost(runner, set(lost))
+
+    def report_lost(self, runner: object, lost: set[str]) -> None:
+        # NOTE: a task acknowledged between the snapshot and the renewal is not lost;
+        # only tasks this process still holds are.
+        with self.worker.lock:
+            still = [e.leased.id for e in self.worker.held.values()
+                     if e.runner is runner and e.leased.id in lost and not e.done]  # fmt: skip
+        for task_id in still:
+            log.warning("lease of task %s was lost; its outcome will be refused", task_id)
 
     def beat(self) -> None:
         w = self.worker

@@ -20,7 +20,7 @@ import threading
 import time
 import traceback as tb_mod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,7 +58,7 @@ class Running:
     started: bool = False
     abandoned: bool = False  #: timed out: the handler's late result is dropped
     done: bool = False  #: an outcome exists (possibly not yet recorded)
-    future: Any = field(default=None, repr=False)
+    is_async: bool = False  #: runs on the event loop; asyncio enforces its timeout
 
 
 def _error_json(exc: BaseException | str, kind: str | None = None) -> str:
@@ -338,12 +338,21 @@ class Worker:
             return (payload, self._context(entry, spec))
         return (payload,)
 
+    def _claim(self, entry: Running, timeout_s: float) -> bool:
+        """Mark a task started unless the worker is stopping (then stop() releases it)."""
+        with self.lock:
+            if self.stopping.is_set():
+                return False
+            entry.started = True
+            entry.deadline = time.monotonic() + timeout_s
+            return True
+
     def run_sync(self, entry: Running) -> None:
         runner = entry.runner
-        if self.stopping.is_set():
-            runner.slot_done()  # no task starts after the signal; stop() releases it
-            return
         spec, payload, problem = self._begin(entry)
+        if not self._claim(entry, spec.timeout_s if spec else 0.0):
+            runner.slot_done()  # no task starts after the signal
+            return
         outcome: Outcome
         if spec is None or problem:
             outcome = self.problem_outcome(entry, spec, problem or "unknown_function")
@@ -352,9 +361,6 @@ class Worker:
             try:
                 fn = self.handler_for(spec)
                 args = self._args(entry, spec, fn, payload)
-                with self.lock:
-                    entry.deadline = started + spec.timeout_s
-                    entry.started = True
                 if self.log_tasks:
                     task_log.info(
                         "start %s %s attempt=%d", entry.leased.id, spec.name, entry.leased.attempts
@@ -376,16 +382,14 @@ class Worker:
         runner = entry.runner
 
         async def go() -> None:
-            if self.stopping.is_set():
+            _, payload, problem = self._begin(entry)
+            if not self._claim(entry, spec.timeout_s):
                 runner.slot_done()
                 return
-            _, payload, problem = self._begin(entry)
             started = time.monotonic()
             if problem:
                 outcome = self.problem_outcome(entry, spec, problem)
             else:
-                with self.lock:
-                    entry.started = True
                 try:
                     result = await asyncio.wait_for(
                         fn(*self._args(entry, spec, fn, payload)), spec.timeout_s
@@ -402,7 +406,8 @@ class Worker:
             runner.slot_done()
             self.after_task()
 
-        entry.future = asyncio.run_coroutine_threadsafe(go(), loop)
+        entry.is_async = True
+        asyncio.run_coroutine_threadsafe(go(), loop)
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
         with self.lock:
@@ -495,12 +500,7 @@ class Worker:
         overdue = []
         with self.lock:
             for entry in self.held.values():
-                if (
-                    entry.started
-                    and not entry.done
-                    and not entry.abandoned
-                    and entry.future is None
-                ):
+                if entry.started and not entry.done and not entry.abandoned and not entry.is_async:
                     if entry.deadline and now > entry.deadline:
                         entry.abandoned = True
                         entry.done = True
@@ -541,7 +541,8 @@ class Worker:
 
         Returns the number of tasks released back to their queues.
         """
-        self.stopping.set()
+        with self.lock:
+            self.stopping.set()
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             with self.lock:
