@@ -101,12 +101,6 @@ def worker(
     log_level: str,
 ) -> None:
     """Run worker processes until SIGTERM/SIGINT (a second signal forces)."""
-    import signal
-    import time
-
-    from dtqs.runtime import settings
-    from dtqs.runtime.pool import WorkerPool
-
     logs.setup("pool", log_level)
     manifest = load(config)
     names = [q for q in (queues or "").split(",") if q]
@@ -116,30 +110,30 @@ def worker(
             f"unknown queue(s) {', '.join(unknown)}; declared: {', '.join(manifest.queues)}",
             param_hint="--queues",
         )
-    url = settings.redis_url(manifest, redis_url)
-    grace_s = manifest.workers.grace_s if grace is None else grace
-    args = ["--config", str(manifest.path), "--redis-url", url, "--log-level", log_level]
-    args += ["--grace", str(grace_s)]
-    if names:
-        args += ["--queues", ",".join(names)]
-    if concurrency:
-        args += ["--concurrency", str(concurrency)]
-    pool = WorkerPool(args, processes or os.cpu_count() or 1, grace_s)
-    requests = []
-    signal.signal(signal.SIGTERM, lambda s, f: requests.append(s))
-    signal.signal(signal.SIGINT, lambda s, f: requests.append(s))
-    pool.start()
-    handled = 0
-    while True:
-        if len(requests) > handled:
-            handled = len(requests)
-            pool.stop()
-        if pool.stopping and not pool.alive():
-            break
-        if not pool.stopping:
-            pool.poll()
-        time.sleep(0.1)
-    pool.wait(grace_s + 5)
+    supervise(manifest, processes, concurrency, grace, log_level, redis_url, queues=names,
+              embedded=False)  # fmt: skip
+
+
+def supervise(
+    manifest: Manifest,
+    processes: int | None,
+    concurrency: int | None,
+    grace: float | None,
+    log_level: str,
+    redis_url: str | None,
+    **more: Any,
+) -> None:
+    from dtqs.runtime.supervisor import RunOptions, Supervisor
+
+    options = RunOptions(
+        processes=processes or os.cpu_count() or 1,
+        concurrency=concurrency,
+        grace_s=grace,
+        log_level=log_level,
+        redis_url=redis_url,
+        **more,
+    )
+    Supervisor(manifest, options).run()
 
 
 @cli.command()
@@ -162,21 +156,12 @@ def run(
     log_level: str,
 ) -> None:
     """Local development: embedded server (if no Redis is set), workers, API, scheduler."""
-    from dtqs.runtime.supervisor import RunOptions, Supervisor
-
     logs.setup("run", log_level)
     manifest = load(config)
-    options = RunOptions(
-        processes=processes or os.cpu_count() or 1,
-        concurrency=concurrency,
-        grace_s=grace,
-        log_level=log_level,
-        redis_url=redis_url,
-    )
     # TODO(api, scheduler): the REST and cron issues add their Components here
     # (serving on host:port); hot reload restarts the pool on file changes.
     del host, port
-    Supervisor(manifest, options).run()
+    supervise(manifest, processes, concurrency, grace, log_level, redis_url)
 
 
 def parse_payload(text: str | None) -> Any:

@@ -108,13 +108,10 @@ class WorkerPool:
             pass
 
     def stop(self, force: bool = False) -> None:
-        """Ask every child to stop (a second call, or force, makes them exit now)."""
-        again = self.stopping
+        """Ask every child to stop gracefully (SIGTERM), or kill them (force)."""
         self.stopping = True
         for child in self.children:
             self._signal(child, signal.SIGKILL if force else signal.SIGTERM)
-        if again and not force:
-            log.warning("second stop request: worker processes exit now")
 
     def wait(self, timeout_s: float) -> bool:
         """Wait for every child to exit; SIGKILL the ones still alive after the timeout."""

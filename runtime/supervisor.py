@@ -1,15 +1,21 @@
-"""`dtqs run`: one terminal for local development.
+"""The process supervisor behind `dtqs worker` and `dtqs run`.
 
-Starts, in order, the embedded server (when no Redis is configured), the worker pool
-and the other components (API, scheduler, reloader: each a ``Component``), and stops
-them in reverse order on Ctrl-C. It holds no task state of its own.
+`dtqs run` (local development) starts, in order, the embedded server (when no Redis
+is configured), the worker pool and the other components (API, scheduler, reloader:
+each a ``Component``), and stops them in reverse order on Ctrl-C. `dtqs worker` is the
+same supervisor with the worker pool only. It holds no task state of its own.
+
+Signals: the first SIGTERM/SIGINT stops everything gracefully; each later one is
+passed on to the worker processes, which exit at once on their second.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import select
 import signal
-import threading
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,6 +45,8 @@ class RunOptions:
     grace_s: float | None = None
     log_level: str = "info"
     redis_url: str | None = None
+    queues: list[str] = field(default_factory=list)  #: empty = every queue
+    embedded: bool = True  #: start the embedded server when no Redis is configured
     components: list[Component] = field(default_factory=list)
 
 
@@ -51,10 +59,13 @@ class Supervisor:
         self.embedded: EmbeddedServer | None = None
         self.pool: WorkerPool | None = None
         self.stop_requests = 0
-        self._wake = threading.Event()
+        self._sig_r = -1
 
     def redis_url(self) -> str:
-        """The configured Redis, or a freshly started embedded server."""
+        """The configured Redis, or (for `dtqs run`) a freshly started embedded server."""
+        if not self.options.embedded:
+            return settings.redis_url(self.manifest, self.options.redis_url)
+        self.check_not_running()
         try:
             return settings.redis_url(self.manifest, self.options.redis_url)
         except BrokerUnavailableError:
@@ -72,25 +83,47 @@ class Supervisor:
                 code="conflict",
             )
 
-    def on_signal(self, signum: int, _frame: object) -> None:
-        self.stop_requests += 1
-        if self.stop_requests == 1:
-            log.info("stopping (signal %d); a second Ctrl-C forces", signum)
-        elif self.pool is not None:
-            self.pool.stop()  # second request: children exit now
-        self._wake.set()
+    def _listen(self) -> None:
+        """Count every SIGINT/SIGTERM, even two that arrive at once.
+
+        Python runs a handler once for signals that land together, so a fast double
+        Ctrl-C would look like one; the wake-up fd gets one byte per signal instead.
+        """
+        self._sig_r, w = os.pipe()
+        os.set_blocking(self._sig_r, False)
+        os.set_blocking(w, False)
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+
+    def _tick(self, timeout_s: float) -> None:
+        """Wait up to timeout_s for signals; the first stops gracefully, the next force."""
+        ready, _, _ = select.select([self._sig_r], [], [], timeout_s)
+        if not ready:
+            return
+        try:
+            count = len(os.read(self._sig_r, 64))
+        except BlockingIOError:
+            return
+        for _ in range(count):
+            self.stop_requests += 1
+            if self.stop_requests == 1:
+                log.info("stopping; a second Ctrl-C or SIGTERM forces")
+            elif self.pool is not None:
+                log.warning("stopping now: worker processes are killed, leases bring tasks back")
+                self.pool.stop(force=True)
 
     def run(self) -> int:
         o = self.options
-        self.check_not_running()
+        self._listen()
         url = self.redis_url()
         grace = self.manifest.workers.grace_s if o.grace_s is None else o.grace_s
         args = ["--config", str(self.manifest.path), "--redis-url", url, "--log-level", o.log_level]
         if o.concurrency:
             args += ["--concurrency", str(o.concurrency)]
+        if o.queues:
+            args += ["--queues", ",".join(o.queues)]
         args += ["--grace", str(grace)]
-        signal.signal(signal.SIGINT, self.on_signal)
-        signal.signal(signal.SIGTERM, self.on_signal)
         self.pool = WorkerPool(args, o.processes, grace)
         started: list[Component] = []
         try:
@@ -98,15 +131,19 @@ class Supervisor:
             for component in o.components:
                 component.start(url)
                 started.append(component)
-            log.info("dtqs is running (Ctrl-C stops it)")
+            if o.embedded:
+                log.info("dtqs is running (Ctrl-C stops it)")
             while not self.stop_requests:
-                self._wake.wait(0.2)
+                self._tick(0.2)
                 self.pool.poll()
         finally:
             for component in reversed(started):
                 component.stop()
             self.pool.stop()
-            clean = self.pool.wait(grace + 5)
+            deadline = time.monotonic() + grace + 5
+            while self.pool.alive() and time.monotonic() < deadline:
+                self._tick(0.05)
+            clean = self.pool.wait(0)
             if self.embedded is not None:
                 self.embedded.stop()
             log.info("stopped%s", "" if clean else " (some worker processes were killed)")

@@ -1,0 +1,180 @@
+"""The `dtqs` command as a user runs it: `validate`, and a round trip against Redis."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+REPO = Path(__file__).resolve().parent.parent.parent
+#: "file:line: path: message" (path is optional for problems of the whole file).
+PROBLEM = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+): (?:(?P<path>[\w.\[\]-]+): )?(?P<msg>.+)$")
+
+BASE = """\
+version: 1
+queues:
+  default:
+    concurrency: 2
+functions:
+  x:
+    handler: functions/tasks.py:echo
+"""
+TASKS = "def echo(payload):\n    return payload\n"
+
+
+def problems(stderr: str) -> list[re.Match[str]]:
+    lines = [line for line in stderr.splitlines() if not line.startswith("dtqs: error:")]
+    found = [PROBLEM.match(line) for line in lines]
+    assert all(found), f"not file:line: path: message lines:\n{stderr}"
+    return found  # type: ignore[return-value]
+
+
+def validate(procs, root: Path):
+    done = procs.run(["validate"], root, procs.env(None))
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+# -- validate --------------------------------------------------------------------
+
+
+def test_validate_example_is_ok(procs, tmp_path):
+    root = tmp_path / "example"
+    root.mkdir()
+    shutil.copy(REPO / "dtqs.yaml", root)
+    for folder in ("functions", "schemas"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    done = validate(procs, root)
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout
+
+
+def test_validate_bad_yaml_syntax(procs, project):
+    text = BASE + "  y:\n    handler: [functions/tasks.py:echo\n    queue: default\n"
+    p = project(text, {"functions/tasks.py": TASKS})
+    with pytest.raises(yaml.YAMLError) as parsed:
+        yaml.safe_load(text)
+    expected = parsed.value.problem_mark.line + 1  # type: ignore[attr-defined]
+    done = validate(procs, p.root)
+    assert done.returncode == 2
+    (found,) = problems(done.stderr)
+    assert (found["file"], int(found["line"])) == ("dtqs.yaml", expected)
+    assert "YAML" in found["msg"]
+
+
+def test_validate_schema_violation(procs, project):
+    text = BASE + "    retry:\n      max_attempts: -1\n"
+    p = project(text, {"functions/tasks.py": TASKS})
+    done = validate(procs, p.root)
+    assert done.returncode == 2
+    (found,) = problems(done.stderr)
+    assert found["file"] == "dtqs.yaml"
+    assert int(found["line"]) == line_of(text, "max_attempts")
+    assert found["path"] == "functions.x.retry.max_attempts"
+
+
+@pytest.mark.parametrize(
+    ("extra", "files", "needle", "path", "words"),
+    [
+        ("    queue: nope\n", {}, "queue: nope", "functions.x.queue", ["nope"]),
+        ("  y:\n    handler: functions/missing.py:f\n", {}, "missing.py", "functions.y.handler",
+         ["functions/missing.py"]),
+        ("  y:\n    handler: outside.py:echo\n", {"outside.py": TASKS}, "outside.py",
+         "functions.y.handler", ["functions/"]),
+    ],
+    ids=["unknown-queue", "missing-handler-file", "handler-outside-functions"],
+)  # fmt: skip
+def test_validate_manifest_mistake(procs, project, extra, files, needle, path, words):
+    text = BASE + extra
+    p = project(text, {"functions/tasks.py": TASKS, **files})
+    done = validate(procs, p.root)
+    assert done.returncode == 2
+    (found,) = problems(done.stderr)
+    assert (found["file"], found["path"]) == ("dtqs.yaml", path)
+    assert int(found["line"]) == line_of(text, needle)
+    assert all(w in found["msg"] for w in words), found["msg"]
+
+
+def test_validate_handler_syntax_error(procs, project):
+    source = "import os\n\ndef echo(payload)\n    return payload\n"
+    p = project(BASE.replace("tasks.py", "bad.py"), {"functions/bad.py": source})
+    done = validate(procs, p.root)
+    assert done.returncode == 2
+    (found,) = problems(done.stderr)
+    assert (found["file"], int(found["line"])) == ("functions/bad.py", 3)
+    assert "SyntaxError" in found["msg"]
+
+
+def test_validate_reports_every_mistake_at_once(procs, project):
+    text = (
+        BASE
+        + "    retry:\n      max_attempts: -1\n"
+        + "  y:\n    handler: functions/tasks.py:echo\n    queue: nope\n"
+        + "  z:\n    handler: functions/missing.py:f\n"
+    )
+    p = project(text, {"functions/tasks.py": TASKS})
+    done = validate(procs, p.root)
+    assert done.returncode == 2
+    found = problems(done.stderr)
+    assert [(m["path"], int(m["line"])) for m in found] == [
+        ("functions.x.retry.max_attempts", line_of(text, "max_attempts")),
+        ("functions.y.queue", line_of(text, "queue: nope")),
+        ("functions.z.handler", line_of(text, "missing.py")),
+    ]
+    assert "3 problem(s)" in done.stderr
+
+
+# -- a round trip against Redis ----------------------------------------------------
+
+
+def test_cli_round_trip(procs, project, redis_url, r):
+    p = project()  # conftest's manifest: function echo on queue "default"
+    env = procs.env(redis_url)
+
+    def dtqs(*args: str):
+        done = procs.run(list(args), p.root, env)
+        assert "Traceback" not in done.stdout + done.stderr, done.stderr
+        return done
+
+    submitted = dtqs("submit", "echo", '{"n": 1}')
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip()
+    shown = dtqs("status", task_id)
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert (info["id"], info["state"], info["payload"]) == (task_id, "queued", {"n": 1})
+
+    assert dtqs("cancel", task_id).returncode == 0
+    assert json.loads(dtqs("status", task_id).stdout)["state"] == "cancelled"
+    again = dtqs("cancel", task_id)
+    assert again.returncode == 4, again
+    assert "cancelled" in again.stderr
+
+    assert dtqs("status", "default.000000000000deadbeefdeadbeef").returncode == 3
+    assert dtqs("status", "not-a-task-id").returncode == 3
+
+    for priority in ("high", "normal", "normal"):
+        assert dtqs("submit", "echo", "{}", "--priority", priority).returncode == 0
+    counts = dtqs("queues", "--json")
+    assert counts.returncode == 0, counts.stderr
+    assert json.loads(counts.stdout)["default"]["pending"] == {
+        "critical": 0, "high": 1, "normal": 2, "low": 0
+    }  # fmt: skip
+
+    bad = dtqs("submit", "echo", "{not json")
+    assert bad.returncode == 2, bad
+    assert "JSON" in bad.stderr
+
+    nope = dtqs("worker", "--queues", "nope", "--log-level", "warning")
+    assert nope.returncode == 2, nope
+    assert "nope" in nope.stderr

@@ -1,0 +1,99 @@
+"""`dtqs run` end to end on a copy of the example project, with its embedded server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+REPO = Path(__file__).resolve().parent.parent.parent
+RUN = ["run", "--processes", "1", "--log-level", "warning"]
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """dtqs.yaml, functions/ and schemas/ of the repo's example app, copied."""
+    root = tmp_path / "example"
+    root.mkdir()
+    shutil.copy(REPO / "dtqs.yaml", root)
+    for folder in ("functions", "schemas"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def start_run(procs, root, env, wait_for):
+    server_file = root / ".dtqs" / "server.json"
+    sup = procs.spawn(RUN, root, env)
+    try:
+        wait_for(lambda: server_file.exists() or sup.poll() is not None, 15, "server.json")
+        assert sup.poll() is None, procs.output(sup)
+        info = wait_for(lambda: _read_json(server_file), 5, "a complete server.json")
+        wait_for(lambda: procs.workers(sup), 10, "a worker process")
+    except BaseException:
+        print(procs.output(sup)[-3000:])
+        raise
+    return sup, info
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_run(procs, sup, root, server_pid):
+    """Ctrl-C: exits 0 within 10 s, leaving no server or worker process behind."""
+    family = [psutil.Process(server_pid), *procs.workers(sup)]
+    assert "valkey" in family[0].name() and len(family) == 2, family
+    began = time.monotonic()
+    sup.send_signal(signal.SIGINT)
+    procs.wait_exit(sup, 10)
+    assert time.monotonic() - began < 10
+    assert sup.returncode == 0, procs.output(sup)
+    _, alive = psutil.wait_procs(family, timeout=1)
+    assert alive == []
+    procs.assert_no_orphans(root, timeout=1)
+    assert not (root / ".dtqs" / "server.json").exists()
+
+
+def test_run_embedded_end_to_end(procs, example, wait_for):
+    env = procs.env(None)  # no REDIS_URL / DTQS_REDIS_URL: the embedded server is used
+    sup, server = start_run(procs, example, env, wait_for)
+    assert server["url"].startswith("redis://127.0.0.1:")
+
+    ok = procs.run(["submit", "hello", '{"name": "Ada"}', "--wait", "--timeout", "20"],
+                   example, env)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == {"greeting": "Hello, Ada!"}
+
+    bad = procs.run(["submit", "hello", '{"name": 1}'], example, env)
+    assert bad.returncode == 2, bad
+    assert "/payload/name" in bad.stderr
+    assert "Traceback" not in bad.stderr + bad.stdout
+
+    unknown = procs.run(["submit", "nope", "{}"], example, env)
+    assert unknown.returncode == 3, unknown
+    assert "nope" in unknown.stderr and "Traceback" not in unknown.stderr
+
+    later = procs.run(["submit", "hello", '{"name": "Later"}', "--delay", "3600"], example, env)
+    assert later.returncode == 0, later.stderr
+    task_id = later.stdout.strip()
+
+    stop_run(procs, sup, example, server["pid"])
+
+    # Started again, the server replays its append-only file: the task is still there.
+    sup, server = start_run(procs, example, env, wait_for)
+    shown = procs.run(["status", task_id], example, env)
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert (info["id"], info["state"], info["function"]) == (task_id, "scheduled", "hello")
+    assert info["payload"] == {"name": "Later"}
+    stop_run(procs, sup, example, server["pid"])
