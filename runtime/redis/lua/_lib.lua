@@ -44,3 +44,24 @@ local function drop_all(zset, prefix, ids)
   for _, id in ipairs(ids) do redis.call('DEL', prefix .. id) end
   if #ids > 0 then redis.call('ZREM', zset, unpack(ids)) end
 end
+
+-- Keep a finished record for ttl ms (indexed in the done ZSET for the sweep), or
+-- delete it now when ttl is 0.
+local function keep_for(done, tkey, id, ttl)
+  if ttl > 0 then
+    redis.call('PEXPIRE', tkey, ttl)
+    redis.call('ZADD', done, NOW + ttl, id)
+  else
+    redis.call('DEL', tkey)
+  end
+end
+
+-- The ids named in ARGV[first..], or when none are named the oldest `limit` of a ZSET.
+local function chosen_ids(zset, first, limit)
+  if #ARGV < first then
+    return redis.call('ZRANGE', zset, 0, tonumber(limit) - 1)
+  end
+  local ids = {}
+  for i = first, #ARGV do ids[#ids + 1] = ARGV[i] end
+  return ids
+end

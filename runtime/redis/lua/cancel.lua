@@ -18,11 +18,5 @@ elseif f[1] == 'scheduled' then
 end
 if removed == 0 then return {0, f[1] or ''} end
 redis.call('HSET', tkey, 'state', 'cancelled', 'finished_at', NOW)
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('PEXPIRE', tkey, ttl)
-  redis.call('ZADD', KEYS[3], NOW + ttl, id)
-else
-  redis.call('DEL', tkey)
-end
+keep_for(KEYS[3], tkey, id, tonumber(ARGV[2]))
 return {1, 'cancelled'}

@@ -27,15 +27,6 @@ local function count(name, fn)
   if fn then counts[name .. ':' .. fn] = (counts[name .. ':' .. fn] or 0) + 1 end
 end
 
-local function keep_for(tkey, id, ttl)
-  if ttl > 0 then
-    redis.call('PEXPIRE', tkey, ttl)
-    redis.call('ZADD', KEYS[4], now + ttl, id)
-  else
-    redis.call('DEL', tkey)
-  end
-end
-
 for b = 2, #ARGV, 7 do
   local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local data, tb, ms, reason = ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 5]), ARGV[b + 6]
@@ -49,7 +40,7 @@ for b = 2, #ARGV, 7 do
     redis.call('HDEL', tkey, 'lease')
     if outcome == 'succeeded' then
       redis.call('HSET', tkey, 'state', 'succeeded', 'result', data, 'finished_at', now)
-      keep_for(tkey, id, ms)
+      keep_for(KEYS[4], tkey, id, ms)
       count('processed', fn)
     elseif outcome == 'retry' then
       push_error(tkey, data)
@@ -71,7 +62,7 @@ for b = 2, #ARGV, 7 do
       push_error(tkey, data)
       redis.call('HSET', tkey, 'state', 'failed', 'finished_at', now, 'traceback', tb,
         'reason', reason)
-      keep_for(tkey, id, ms)
+      keep_for(KEYS[4], tkey, id, ms)
       count('failed', fn)
     end
     out[#out + 1] = 1

@@ -4,12 +4,7 @@
 -- ARGV[1] function filter ("" = any)   ARGV[2] max count   ARGV[3..] ids ("" = all)
 --
 -- Returns the number of dead letters deleted.
-local ids = {}
-if #ARGV >= 3 then
-  for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
-else
-  ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-end
+local ids = chosen_ids(KEYS[1], 3, ARGV[2])
 local gone = {}
 for _, id in ipairs(ids) do
   if redis.call('ZSCORE', KEYS[1], id) then

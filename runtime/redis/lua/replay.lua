@@ -6,12 +6,7 @@
 --
 -- Returns the ids replayed.
 local prefix = KEYS[3]
-local ids = {}
-if #ARGV >= 3 then
-  for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
-else
-  ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-end
+local ids = chosen_ids(KEYS[1], 3, ARGV[2])
 local out = {}
 for _, id in ipairs(ids) do
   local tkey = prefix .. id
