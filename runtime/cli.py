@@ -133,7 +133,9 @@ def supervise(
         redis_url=redis_url,
         **more,
     )
-    Supervisor(manifest, options).run()
+    status = Supervisor(manifest, options).run()
+    if status:
+        raise click.exceptions.Exit(status)
 
 
 @cli.command()
@@ -144,6 +146,7 @@ def supervise(
 @click.option("--processes", type=click.IntRange(1, 256), help="Worker processes (default: CPUs).")
 @click.option("--concurrency", type=click.IntRange(1, 4096), help="Slots per queue per process.")
 @click.option("--grace", type=click.FloatRange(0), help="Seconds to finish tasks on stop.")
+@click.option("--insecure", is_flag=True, help="Serve the API beyond loopback without tokens.")
 @log_option
 def run(
     config: str | None,
@@ -153,15 +156,51 @@ def run(
     processes: int | None,
     concurrency: int | None,
     grace: float | None,
+    insecure: bool,
     log_level: str,
 ) -> None:
     """Local development: embedded server (if no Redis is set), workers, API, scheduler."""
+    from dtqs.api.server import check_exposure
+    from dtqs.runtime.supervisor import ChildCommand
+
     logs.setup("run", log_level)
     manifest = load(config)
-    # TODO(api, scheduler): the REST and cron issues add their Components here
-    # (serving on host:port); hot reload restarts the pool on file changes.
-    del host, port
-    supervise(manifest, processes, concurrency, grace, log_level, redis_url)
+    check_exposure(manifest, host, insecure)
+    api_argv = ["api", "--config", str(manifest.path), "--host", host, "--port", str(port)]
+    api_argv += ["--log-level", log_level] + (["--insecure"] if insecure else [])
+    # TODO(scheduler): the cron issue adds its ChildCommand here; hot reload restarts
+    # the pool on file changes.
+    components = [ChildCommand("api", api_argv)]
+    supervise(manifest, processes, concurrency, grace, log_level, redis_url, components=components)
+
+
+@cli.command()
+@config_option
+@redis_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 1024), default=8, show_default=True)
+@click.option("--insecure", is_flag=True, help="Serve beyond loopback without API tokens.")
+@log_option
+def api(
+    config: str | None,
+    redis_url: str | None,
+    host: str,
+    port: int,
+    threads: int,
+    insecure: bool,
+    log_level: str,
+) -> None:
+    """Serve the REST API with waitress."""
+    from dtqs.api.app import ApiState, api_client, create_app
+    from dtqs.api.server import check_exposure, serve
+    from dtqs.runtime.process import die_with_parent
+
+    die_with_parent()
+    logs.setup("api", log_level)
+    manifest = load(config)
+    check_exposure(manifest, host, insecure)
+    serve(create_app(ApiState(api_client(manifest, redis_url))), manifest, host, port, threads)
 
 
 def parse_payload(text: str | None) -> Any:

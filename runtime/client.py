@@ -33,7 +33,7 @@ from dtqs.runtime.payload import Validators, encode_json
 from dtqs.runtime.redis.broker import Broker
 from dtqs.runtime.redis.keys import QueueKeys
 from dtqs.runtime.redis.scripts import NewTask
-from dtqs.runtime.task import TaskInfo, new_task_id, queue_of
+from dtqs.runtime.task import FINAL_STATES, STATES, TaskInfo, new_task_id, queue_of
 
 #: Keys a submission may carry (a dict item of submit_many, or the REST body).
 SUBMIT_FIELDS = frozenset(
@@ -42,6 +42,10 @@ SUBMIT_FIELDS = frozenset(
 #: Levels assumed for a queue the manifest no longer declares (the schema's maximum).
 MAX_LEVELS = 10
 MAX_IDEMPOTENCY_KEY = 256
+#: Furthest in the future a task may be delayed or scheduled (ten years).
+MAX_DELAY_S = 10 * 365 * 86400
+#: Latest run_at accepted, epoch seconds (year 9999, as far as datetime goes).
+MAX_RUN_AT_S = 253402300799
 
 
 def _to_epoch_ms(run_at: Any) -> int:
@@ -49,17 +53,35 @@ def _to_epoch_ms(run_at: Any) -> int:
         if run_at.tzinfo is None:  # NOTE: naive times are taken as UTC, as in Celery's eta
             run_at = run_at.replace(tzinfo=UTC)
         return int(run_at.timestamp() * 1000)
-    if isinstance(run_at, int | float) and not isinstance(run_at, bool):
+    if (
+        isinstance(run_at, int | float)
+        and not isinstance(run_at, bool)
+        and 0 <= run_at <= MAX_RUN_AT_S
+    ):
         return int(run_at * 1000)
     if isinstance(run_at, str):
         try:
             return _to_epoch_ms(datetime.fromisoformat(run_at.replace("Z", "+00:00")))
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
     raise PayloadValidationError(
         f"run_at: expected an ISO 8601 time, epoch seconds or a datetime, got {run_at!r}",
         [Violation("/run_at", "expected an ISO 8601 time or epoch seconds")],
     )
+
+
+def listing_structures(qk: QueueKeys, state: str | None) -> list[tuple[str, str]]:
+    """Where tasks of a state are indexed, as (list|zset, key), in listing order."""
+    by_state = {
+        "running": [("zset", qk.active)],
+        "queued": [("list", k) for k in qk.all_pending],
+        "scheduled": [("zset", qk.scheduled)],
+        "dead": [("zset", qk.dead)],
+    }
+    finished = [("zset", qk.done)]
+    if state is None:
+        return [s for group in by_state.values() for s in group] + finished
+    return finished if state in FINAL_STATES - {"dead"} else by_state[state]
 
 
 class Client:
@@ -116,7 +138,7 @@ class Client:
         queue, task = self.prepare(
             function, payload, priority, delay, run_at, idempotency_key, headers, task_id=task_id
         )
-        return self._store([(queue, task)])[0][0]
+        return self.store([(queue, task)])[0][0]
 
     def submit_many(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
         """Store many tasks in one Redis round trip; all are validated before any is stored."""
@@ -140,7 +162,7 @@ class Client:
                 + "; ".join(f"{v.pointer}: {v.message}" for v in violations),
                 violations,
             )
-        return self._store(prepared) if prepared else []
+        return self.store(prepared) if prepared else []
 
     def prepare_item(self, item: Mapping[str, Any]) -> tuple[QueueSpec, NewTask]:
         if not isinstance(item, Mapping):
@@ -205,10 +227,14 @@ class Client:
             raise PayloadValidationError("give delay or run_at, not both")
         delay_ms = -1
         if delay is not None:
-            if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+            if (
+                isinstance(delay, bool)
+                or not isinstance(delay, int | float)
+                or not 0 <= delay <= MAX_DELAY_S
+            ):
                 raise PayloadValidationError(
-                    f"delay: expected seconds >= 0, got {delay!r}",
-                    [Violation("/delay", "expected a number of seconds >= 0")],
+                    f"delay: expected seconds from 0 to {MAX_DELAY_S}, got {delay!r}",
+                    [Violation("/delay", f"expected a number of seconds from 0 to {MAX_DELAY_S}")],
                 )
             delay_ms = int(delay * 1000)
         if headers is not None and not (
@@ -240,7 +266,7 @@ class Client:
             result_ttl_ms=int(spec.result_ttl_s * 1000),
         )
 
-    def _store(self, prepared: Sequence[tuple[QueueSpec, NewTask]]) -> list[tuple[str, bool]]:
+    def store(self, prepared: Sequence[tuple[QueueSpec, NewTask]]) -> list[tuple[str, bool]]:
         """Enqueue prepared tasks: one script call per queue, all in one round trip."""
         by_queue: dict[str, list[int]] = {}
         for index, (queue, _) in enumerate(prepared):
@@ -326,6 +352,50 @@ class Client:
             out[name] = counts
         return out
 
+    def list_tasks(
+        self,
+        queue: str | None = None,
+        function: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        cursor: tuple[int, int, int] = (0, 0, 0),
+    ) -> tuple[list[TaskInfo], tuple[int, int, int] | None]:
+        """A page of tasks, newest first per structure, and where the next page starts.
+
+        The cursor is (queue index, structure index, offset). Filters on function and
+        finished states are applied per record, so a page may hold fewer than `limit`.
+        """
+        if state is not None and state not in STATES:
+            raise PayloadValidationError(f"state: expected one of {', '.join(STATES)}")
+        if function is not None:
+            self.function(function)
+        queues = [self.queue(queue)] if queue else list(self.manifest.queues.values())
+        qi, si, offset = cursor
+        found: list[TaskInfo] = []
+        while qi < len(queues) and len(found) < limit:
+            spec = queues[qi]
+            qk = self.broker.qkeys(spec.name, len(spec.priorities))
+            where = listing_structures(qk, state)
+            if si >= len(where):
+                qi, si, offset = qi + 1, 0, 0
+                continue
+            kind, key = where[si]
+            want = limit - len(found)
+            ids = self.broker.range_ids(kind, key, offset, want)
+            records = self.broker.task_records(qk, ids)
+            found += [
+                info
+                for info in map(TaskInfo.from_record, records)
+                if (function is None or info.function == function)
+                and (state is None or info.state == state)
+            ]
+            if len(ids) < want:
+                si, offset = si + 1, 0
+            else:
+                offset += len(ids)
+        done = qi >= len(queues)
+        return found, None if done else (qi, si, offset)
+
     def dead_letters(
         self, queue: str, function: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[TaskInfo]:
@@ -356,3 +426,88 @@ class Client:
 
     def workers(self) -> list[dict[str, Any]]:
         return self.broker.workers()
+
+    # -- one queue's counts, dead letters by page and in bulk (the REST API) --
+
+    def queue_counts(self, queue: str) -> dict[str, Any]:
+        """One queue's entry of queues(); raises QueueNotFoundError for an unknown queue."""
+        spec = self.queue(queue)
+        counts = self.broker.queue_counts(self.broker.qkeys(queue, len(spec.priorities)))
+        counts["pending"] = dict(zip(spec.priorities, counts["pending"], strict=True))
+        return counts
+
+    def _matching(self, qk: QueueKeys, ids: list[str], function: str | None) -> list[str]:
+        if function is None:
+            return ids
+        functions = self.broker.task_functions(qk, ids)
+        return [i for i, f in zip(ids, functions, strict=True) if f == function]
+
+    def dead_letter_page(
+        self,
+        queue: str,
+        function: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        scan_batch: int = 1000,
+    ) -> tuple[list[TaskInfo], int | None]:
+        """Up to `limit` dead letters of one queue, oldest first, from position `offset`
+        of its dead set on; and the position the next page starts at (None: no more).
+
+        Unlike dead_letters(), a function filter still fills the page: the dead set is
+        scanned (reading function names only) until `limit` match or it ends.
+        """
+        qk = self.broker.qkeys(queue, len(self.queue(queue).priorities))
+        # NOTE: one id more than the page needs tells whether anything follows it.
+        batch = limit + 1 if function is None else max(limit + 1, scan_batch)
+        chosen: list[str] = []
+        next_offset: int | None = None
+        while True:
+            ids = self.broker.dead_ids(qk, offset, batch)
+            taken = self._matching(qk, ids, function)[: limit - len(chosen)]
+            chosen += taken
+            if len(chosen) == limit:
+                end = ids.index(taken[-1]) + 1
+                next_offset = offset + end if end < len(ids) or len(ids) == batch else None
+                break
+            if len(ids) < batch:
+                break
+            offset += len(ids)
+        return [TaskInfo.from_record(r) for r in self.broker.task_records(qk, chosen)], next_offset
+
+    def replay_all(self, queue: str, function: str | None = None, *, scan_batch: int = 1000) -> int:
+        """Replay every dead letter of a queue (of one function, if given); returns how many."""
+        return self._each_dead(queue, function, scan_batch, purge=False)
+
+    def purge_all(self, queue: str, function: str | None = None, *, scan_batch: int = 1000) -> int:
+        """Delete every dead letter of a queue (of one function, if given); returns how many."""
+        return self._each_dead(queue, function, scan_batch, purge=True)
+
+    def _each_dead(self, queue: str, function: str | None, scan_batch: int, *, purge: bool) -> int:
+        """Replay or purge the matching dead letters, by explicit ids, `scan_batch` at a time.
+
+        NOTE: the scripts' own "oldest `limit`" mode filters after choosing, so a batch
+        of other functions' (or unreplayable) dead letters would end a loop early;
+        explicit ids do not. Only the letters present at the start are visited, so a
+        replayed task that dies again meanwhile is not replayed twice.
+        """
+        qk = self.broker.qkeys(queue, len(self.queue(queue).priorities))
+        left = self.broker.dead_count(qk)
+        offset = total = 0
+        while left > 0:
+            ids = self.broker.dead_ids(qk, offset, min(scan_batch, left))
+            if not ids:
+                break
+            chosen = self._matching(qk, ids, function)
+            done = 0
+            if chosen:
+                with self.broker.translated():
+                    if purge:
+                        done = self.broker.scripts.purge(qk, function or "", chosen, len(chosen))
+                    else:
+                        replay = self.broker.scripts.replay
+                        done = len(replay(qk, function or "", chosen, len(chosen)))
+            total += done
+            left -= len(ids)
+            offset += len(ids) - done  # what stayed (another function, unreplayable) is passed
+        return total

@@ -84,6 +84,7 @@ class Heartbeat:
     def stop(self) -> None:
         self._loop.stop()
         try:
+            self.worker.durations.flush(self.worker.broker)  # NOTE(metrics): the last deltas
             self.worker.broker.forget_worker(self.worker.worker_id)
         except DtqsError:
             pass
@@ -97,6 +98,8 @@ class Heartbeat:
             self.renew()
             self.beat()
             self.check_recycle(now)
+            # NOTE(metrics): one pipeline of duration deltas per beat, not a write per task.
+            self.worker.durations.flush(self.worker.broker)
 
     def renew(self) -> None:
         w = self.worker

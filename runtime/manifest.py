@@ -18,7 +18,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
 from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.validators import validator_for
 
@@ -112,6 +111,25 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """A bearer token of the REST API. ``admin`` may do everything ``submit`` may."""
+
+    name: str  #: shown in logs instead of the token
+    token: str
+    scope: str  #: submit | admin
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """Settings of the REST API (the `api:` section)."""
+
+    tokens: tuple[ApiToken, ...] = ()
+    max_body_bytes: int = 1024 * 1024
+    redis_timeout_s: float = 2.0  #: longest a request waits on Redis before a 503
+    max_wait_s: float = 30.0  #: longest long-poll of GET /v1/tasks/{id}?wait=
+
+
+@dataclass(frozen=True)
 class Manifest:
     path: Path  #: absolute path of dtqs.yaml
     root: Path  #: the folder holding it; handler and schema paths are relative to it
@@ -122,6 +140,7 @@ class Manifest:
     schedules: Mapping[str, ScheduleSpec]
     workers: WorkerSpec = field(default_factory=WorkerSpec)
     prefix: str = "dtqs"  #: namespace of every Redis key
+    api: ApiSpec = field(default_factory=ApiSpec)
 
 
 def parse_duration(value: object, *, where: str = "") -> float:
@@ -271,6 +290,7 @@ class _Builder:
             schedules=MappingProxyType({n: s for n, s in schedules.items() if s}),
             workers=self.workers(self.get(data, (), "workers", {})),
             prefix=self.get(redis, ("redis",), "prefix", "dtqs"),
+            api=self.api(data.get("api")),  # its parts are checked one by one
         )
 
     def queue(self, name: str, raw: Any) -> QueueSpec | None:
@@ -396,8 +416,10 @@ class _Builder:
             self.problem((*path, "timezone"), f"unknown time zone {timezone!r}; {expected}")
             timezone = "UTC"
         if (cron := self.get(raw, path, "cron", None)) is not None:
+            from dtqs.runtime.schedule_times import cron_trigger  # it imports this module
+
             try:
-                CronTrigger.from_crontab(cron, timezone=timezone)
+                cron_trigger(cron, timezone)
             except ValueError as exc:
                 self.problem((*path, "cron"), f"invalid cron expression {cron!r}: {exc}")
         payload = self.get(raw, path, "payload", None)
@@ -431,4 +453,23 @@ class _Builder:
             reclaim_interval_s=self.seconds(raw, path, "reclaim_interval", 1.0, least=_ABOVE_ZERO),
             max_tasks_per_child=self.get(raw, path, "max_tasks_per_child", None),
             max_memory_mb=self.get(raw, path, "max_memory_mb", None),
+        )
+
+    def api(self, raw: Any) -> ApiSpec:
+        path: YamlPath = ("api",)
+        written = raw.get("tokens") if isinstance(raw, dict) else None
+        tokens, seen = [], {}
+        for name, entry in (written or {}).items() if isinstance(written, dict) else ():
+            if not self.clean((*path, "tokens", name)):
+                continue  # already reported; a bad entry grants nothing
+            if entry["token"] in seen:
+                message = f"the same token as {seen[entry['token']]!r}; give each its own"
+                self.problem((*path, "tokens", name, "token"), message)
+            seen[entry["token"]] = name
+            tokens.append(ApiToken(name, entry["token"], entry["scope"]))
+        return ApiSpec(
+            tokens=tuple(tokens),
+            max_body_bytes=int(self.get(raw, path, "max_body_bytes", 1024 * 1024)),
+            redis_timeout_s=self.seconds(raw, path, "redis_timeout", 2.0, least=_ABOVE_ZERO),
+            max_wait_s=self.seconds(raw, path, "max_wait", 30.0),
         )

@@ -28,14 +28,20 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its supervisor dies (no orphans)."""
+    """Ask Linux to SIGTERM this process when its supervisor dies (no orphans).
+
+    Only for processes a dtqs supervisor started (it sets DTQS_PARENT_PID): a command
+    started from a shell must outlive that shell.
+    """
     parent = int(os.environ.get("DTQS_PARENT_PID", "0"))
+    if not parent:
+        return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         return
-    if parent and os.getppid() != parent:  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 

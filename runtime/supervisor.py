@@ -15,6 +15,8 @@ import logging
 import os
 import select
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,7 +37,39 @@ class Component(Protocol):
 
     def start(self, redis_url: str) -> None: ...
 
+    def exited(self) -> int | None:
+        """The exit status if it stopped by itself, else None."""
+        ...
+
     def stop(self) -> None: ...
+
+
+class ChildCommand:
+    """A `dtqs` subcommand run as a child process (the API, the scheduler)."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, redis_url: str) -> None:
+        env = {**os.environ, "DTQS_PARENT_PID": str(os.getpid())}
+        cmd = [sys.executable, "-m", "dtqs.runtime.cli", *self.argv, "--redis-url", redis_url]
+        self.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in 10 s; killing it", self.name)
+            self.proc.kill()
+            self.proc.wait()
 
 
 @dataclass
@@ -126,6 +160,7 @@ class Supervisor:
         args += ["--grace", str(grace)]
         self.pool = WorkerPool(args, o.processes, grace)
         started: list[Component] = []
+        status = 0
         try:
             self.pool.start()
             for component in o.components:
@@ -136,6 +171,10 @@ class Supervisor:
             while not self.stop_requests:
                 self._tick(0.2)
                 self.pool.poll()
+                for component in started:
+                    if (code := component.exited()) is not None:
+                        log.error("%s exited with status %d; stopping", component.name, code)
+                        self.stop_requests, status = 1, 1
         finally:
             for component in reversed(started):
                 component.stop()
@@ -147,4 +186,4 @@ class Supervisor:
             if self.embedded is not None:
                 self.embedded.stop()
             log.info("stopped%s", "" if clean else " (some worker processes were killed)")
-        return 0
+        return status

@@ -31,6 +31,7 @@ from dtqs.runtime.manifest import FunctionSpec, Manifest, QueueSpec
 from dtqs.runtime.redis.broker import Broker
 from dtqs.runtime.redis.scripts import Leased, Outcome
 from dtqs.runtime.retry import Retry, SkipRetry, backoff_s
+from dtqs.runtime.stats import DurationRecorder
 
 log = logging.getLogger("dtqs.worker")
 task_log = logging.getLogger("dtqs.task")
@@ -256,6 +257,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_trouble = 0.0
         self.log_tasks = task_log.isEnabledFor(logging.INFO)
+        # NOTE(metrics): task durations for /metrics, flushed to Redis by the heartbeat.
+        self.durations = DurationRecorder()
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -431,6 +434,8 @@ class Worker:
         except (TypeError, ValueError) as exc:
             error = TypeError(f"the handler's result is not JSON-serialisable: {exc}")
             return self.failure(entry, spec, error, started)
+        # NOTE(metrics): here, after the result encoded; failure() observes its own.
+        self.durations.observe(spec.queue, spec.name, time.monotonic() - started)
         if self.log_tasks:
             task_log.info(
                 "done %s %s in %.1f ms",
@@ -453,6 +458,7 @@ class Worker:
         kind: str | None = None,
     ) -> Outcome:
         leased = entry.leased
+        self.durations.observe(spec.queue, spec.name, time.monotonic() - started)  # metrics
         trace = "".join(tb_mod.format_exception(exc))[-TRACEBACK_MAX:]
         error = _error_json(exc, kind or ("Timeout" if reason == "timeout" else None))
         policy = spec.retry

@@ -151,6 +151,13 @@ class Broker:
         with self.translated():
             return [str(x) for x in self.redis.zrange(qk.dead, start, start + count - 1)]
 
+    def range_ids(self, kind: str, key: str, offset: int, count: int) -> list[str]:
+        """Ids at [offset, offset+count) of a pending LIST or an index ZSET, newest first."""
+        with self.translated():
+            if kind == "list":
+                return [str(x) for x in self.redis.lrange(key, offset, offset + count - 1)]
+            return [str(x) for x in self.redis.zrevrange(key, offset, offset + count - 1)]
+
     def wait_for_work(self, qk: QueueKeys, timeout_s: float) -> bool:
         """Block until a wake-up token arrives or the timeout passes; True if woken."""
         with self.translated():
@@ -191,3 +198,94 @@ class Broker:
             if gone:
                 self.redis.zrem(keys.workers_key(self.prefix), *gone)
         return [json.loads(r) for r in raw if r is not None]
+
+    # -- dead letters in bulk (the REST API's admin routes) -----------------
+
+    def dead_count(self, qk: QueueKeys) -> int:
+        with self.translated():
+            return int(self.redis.zcard(qk.dead))
+
+    def task_functions(self, qk: QueueKeys, ids: Sequence[str]) -> list[str | None]:
+        """The function of each task, in one round trip (None: no readable record)."""
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hget(qk.task(task_id), "function")
+            replies = pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, str) else None for r in replies]
+
+    # -- metrics (read at scrape time; durations written by workers) ---------
+
+    def queue_metrics(self, qks: Sequence[QueueKeys]) -> tuple[int, list[dict[str, Any]]]:
+        """Redis's clock (epoch ms) and, per queue, what /metrics exports; two round trips.
+
+        Per queue: ``pending`` (depth per level), ``ready_since_ms`` (when the oldest
+        ready task became ready; None if none), ``scheduled``, ``active``, ``dead``,
+        ``paused``, and the raw ``stats`` and ``durations`` hashes.
+        """
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.time()
+            for qk in qks:
+                for key in qk.all_pending:
+                    pipe.llen(key)
+                    pipe.lindex(key, -1)  # LPUSH in, RPOP out: the tail has waited longest
+                pipe.zcard(qk.scheduled)
+                pipe.zcard(qk.active)
+                pipe.zcard(qk.dead)
+                pipe.exists(qk.paused)
+                pipe.hgetall(qk.stats)
+                pipe.hgetall(qk.durations)
+            # NOTE: a key of the wrong type (written by hand) reads as empty, not as a failure.
+            replies = [None if isinstance(x, Exception) else x for x in pipe.execute(False)]
+            out: list[dict[str, Any]] = []
+            tails: list[list[str]] = []
+            at = 1
+            for qk in qks:
+                n = qk.levels
+                r = replies[at : at + 2 * n + 6]
+                at += 2 * n + 6
+                entry: dict[str, Any] = {"pending": [int(x or 0) for x in r[0 : 2 * n : 2]]}
+                for i, name in enumerate(("scheduled", "active", "dead")):
+                    entry[name] = int(r[2 * n + i] or 0)
+                entry["paused"] = bool(r[2 * n + 3])
+                entry["stats"] = r[2 * n + 4] or {}
+                entry["durations"] = r[2 * n + 5] or {}
+                entry["ready_since_ms"] = None
+                out.append(entry)
+                tails.append([str(t) for t in r[1 : 2 * n : 2] if t])
+            if any(tails):
+                pipe = self.redis.pipeline(transaction=False)
+                for qk, ids in zip(qks, tails, strict=True):
+                    for task_id in ids:
+                        pipe.hmget(qk.task(task_id), "created_at", "run_at")
+                times = iter(pipe.execute(False))
+                for entry, ids in zip(out, tails, strict=True):
+                    known = [t for t in (self._ready_since(next(times)) for _ in ids) if t]
+                    entry["ready_since_ms"] = min(known) if known else None
+        now = replies[0] if isinstance(replies[0], list | tuple) else (0, 0)
+        return int(now[0]) * 1000 + int(now[1]) // 1000, out
+
+    @staticmethod
+    def _ready_since(reply: Any) -> int | None:
+        """Epoch ms a task became ready: its run_at if it waited for one, else created_at."""
+        if not isinstance(reply, list | tuple):
+            return None
+        try:
+            times = [int(x) for x in reply if x]
+        except ValueError:
+            return None
+        return max(times) if times else None
+
+    def add_durations(self, deltas: dict[str, dict[str, float]]) -> None:
+        """Add a worker's duration histogram deltas (queue -> field -> amount), one pipeline."""
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            for queue, fields in deltas.items():
+                key = QueueKeys(self.prefix, queue, 0).durations  # levels do not matter here
+                for name, amount in fields.items():
+                    if isinstance(amount, int):
+                        pipe.hincrby(key, name, amount)
+                    else:
+                        pipe.hincrbyfloat(key, name, amount)
+            pipe.execute()

@@ -82,6 +82,12 @@ class QueueKeys:
         """Prefix of idempotency STRINGs (``<function>:<key>`` -> task id)."""
         return f"{self.base}:idem:"
 
+    @property
+    def durations(self) -> str:
+        """HASH of task duration histogram counts written by workers (see runtime/stats.py):
+        ``<function>:<bucket le>`` -> count, ``<function>:sum`` and ``<function>:count``."""
+        return f"{self.base}:durations"
+
 
 def workers_key(prefix: str) -> str:
     """ZSET worker id -> last heartbeat ms."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -15,6 +17,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 REPO = Path(__file__).resolve().parent.parent.parent
 RUN = ["run", "--processes", "1", "--log-level", "warning"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -28,18 +36,34 @@ def example(tmp_path: Path) -> Path:
     return root
 
 
-def start_run(procs, root, env, wait_for):
+def start_run(procs, root, env, wait_for, port):
     server_file = root / ".dtqs" / "server.json"
-    sup = procs.spawn(RUN, root, env)
+    sup = procs.spawn([*RUN, "--port", str(port)], root, env)
     try:
         wait_for(lambda: server_file.exists() or sup.poll() is not None, 15, "server.json")
         assert sup.poll() is None, procs.output(sup)
         info = wait_for(lambda: _read_json(server_file), 5, "a complete server.json")
         wait_for(lambda: procs.workers(sup), 10, "a worker process")
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/health"), 10, "the API")
     except BaseException:
         print(procs.output(sup)[-3000:])
         raise
     return sup, info
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None
+
+
+def _post(url: str, body: dict):
+    data = json.dumps(body).encode()
+    req = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.status, json.loads(resp.read())
 
 
 def _read_json(path: Path):
@@ -50,9 +74,11 @@ def _read_json(path: Path):
 
 
 def stop_run(procs, sup, root, server_pid):
-    """Ctrl-C: exits 0 within 10 s, leaving no server or worker process behind."""
-    family = [psutil.Process(server_pid), *procs.workers(sup)]
-    assert "valkey" in family[0].name() and len(family) == 2, family
+    """Ctrl-C: exits 0 within 10 s, leaving no server, worker or API process behind."""
+    family = psutil.Process(sup.pid).children(recursive=True)
+    names = " ".join(" ".join(p.cmdline()) for p in family)
+    assert server_pid in [p.pid for p in family] and "valkey" in names, names
+    assert "dtqs.runtime.process" in names and " api " in names, names
     began = time.monotonic()
     sup.send_signal(signal.SIGINT)
     procs.wait_exit(sup, 10)
@@ -66,8 +92,18 @@ def stop_run(procs, sup, root, server_pid):
 
 def test_run_embedded_end_to_end(procs, example, wait_for):
     env = procs.env(None)  # no REDIS_URL / DTQS_REDIS_URL: the embedded server is used
-    sup, server = start_run(procs, example, env, wait_for)
+    port = free_port()
+    sup, server = start_run(procs, example, env, wait_for, port)
     assert server["url"].startswith("redis://127.0.0.1:")
+
+    # The API that `dtqs run` serves takes a task that the workers run.
+    status, task = _post(f"http://127.0.0.1:{port}/v1/tasks",
+                         {"function": "hello", "payload": {"name": "Bob"}})  # fmt: skip
+    assert status == 202 and task["state"] == "queued"
+    done = wait_for(
+        lambda: (t := _get(f"http://127.0.0.1:{port}/v1/tasks/{task['id']}?wait=5"))
+        and t["state"] == "succeeded" and t, 10, "the HTTP task to succeed")  # fmt: skip
+    assert done["result"] == {"greeting": "Hello, Bob!"}
 
     ok = procs.run(["submit", "hello", '{"name": "Ada"}', "--wait", "--timeout", "20"],
                    example, env)  # fmt: skip
@@ -90,7 +126,7 @@ def test_run_embedded_end_to_end(procs, example, wait_for):
     stop_run(procs, sup, example, server["pid"])
 
     # Started again, the server replays its append-only file: the task is still there.
-    sup, server = start_run(procs, example, env, wait_for)
+    sup, server = start_run(procs, example, env, wait_for, port)
     shown = procs.run(["status", task_id], example, env)
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)

@@ -485,8 +485,14 @@ def test_schedule_unknown_function(project: Path) -> None:
 def test_schedule_bad_cron(project: Path) -> None:
     assert problems(project, SCHEDULE.replace("0 2 * * *", "0 2 * *")) == [
         "dtqs.yaml:10: schedules.nightly.cron: invalid cron expression '0 2 * *':"
-        " Wrong number of fields; got 4, expected 5"
+        " expected 5 fields (minute hour day month weekday), got 4"
     ]
+
+
+def test_schedule_cron_weekdays_mean_what_crontab_says(project: Path) -> None:
+    # 7 is Sunday in crontab; APScheduler's from_crontab alone would refuse it.
+    manifest = load_manifest(write(project, SCHEDULE.replace("0 2 * * *", "0 9 * * 7")), environ={})
+    assert manifest.schedules["nightly"].cron == "0 9 * * 7"
 
 
 def test_schedule_bad_timezone(project: Path) -> None:
@@ -592,3 +598,40 @@ def test_manifest_schema_is_closed_everywhere() -> None:
     assert objects(schema)
     for node in objects(schema):
         assert "additionalProperties" in node, node
+
+
+# -- the api section -------------------------------------------------------------------
+
+
+def test_api_tokens_come_from_the_environment(project: Path) -> None:
+    text = BASE + textwrap.dedent("""\
+        api:
+          tokens:
+            ci: {token: "${CI_TOKEN}", scope: submit}
+            ops: {token: "${OPS_TOKEN}", scope: admin}
+          max_body_bytes: 2048
+          redis_timeout: 500ms
+        """)
+    env = {"CI_TOKEN": "c" * 32, "OPS_TOKEN": "o" * 32}
+    manifest = load_manifest(write(project, text), environ=env)
+    assert [(t.name, t.token, t.scope) for t in manifest.api.tokens] == [
+        ("ci", "c" * 32, "submit"),
+        ("ops", "o" * 32, "admin"),
+    ]
+    assert manifest.api.max_body_bytes == 2048 and manifest.api.redis_timeout_s == 0.5
+    assert load_manifest(write(project, BASE), environ={}).api.tokens == ()
+
+
+def test_api_token_problems(project: Path) -> None:
+    text = BASE + textwrap.dedent("""\
+        api:
+          tokens:
+            a: {token: "${UNSET}", scope: submit}
+            b: {token: "bbbbbbbbbbbbbbbbbbbb", scope: root}
+            c: {token: "cccccccccccccccccccc", scope: admin}
+            d: {token: "cccccccccccccccccccc", scope: submit}
+        """)
+    found = problems(project, text)
+    assert any("dtqs.yaml:9: api.tokens.a.token" in p and "UNSET" in p for p in found), found
+    assert any("dtqs.yaml:10: api.tokens.b.scope" in p for p in found), found
+    assert any("dtqs.yaml:12: api.tokens.d.token" in p and "same token" in p for p in found)

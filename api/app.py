@@ -1,0 +1,88 @@
+"""The Falcon app: create_app(state) for tests and embedding, get_app() for WSGI servers.
+
+``get_app()`` reads the manifest from $DTQS_CONFIG (or ./dtqs.yaml) and Redis as the
+CLI does, so any WSGI server can host dtqs: ``waitress-serve --call dtqs.api.app:get_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon
+
+from dtqs.api import admin, compat, errors, health, media, metrics, openapi, tasks
+from dtqs.api.auth import Auth
+from dtqs.runtime import settings
+from dtqs.runtime.client import Client
+from dtqs.runtime.manifest import Manifest, load_manifest, resolve_config_path
+from dtqs.runtime.redis.broker import Broker
+
+log = logging.getLogger("dtqs.api")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass
+class ApiState:
+    """What every resource reads: the current manifest's client. Reload swaps it."""
+
+    client: Client
+    started_at: float = field(default_factory=time.time)
+    reload_error: str | None = None  #: the last failed reload, shown by /readyz
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.client.manifest
+
+
+class RequestId:
+    """Gives every request an id (the client's X-Request-ID if sane) and echoes it."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = req.get_header("X-Request-ID") or ""
+        req.context.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool
+    ) -> None:
+        resp.set_header("X-Request-ID", req.context.get("request_id", "-"))
+
+
+def create_app(state: ApiState) -> falcon.App:
+    app = falcon.App(
+        middleware=[RequestId(), metrics.RequestMetrics(), Auth(state)],
+        cors_enable=False,
+    )
+    app.req_options.media_handlers = media.handlers()
+    app.resp_options.media_handlers = media.handlers()
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+    tasks.add_routes(app, state)
+    admin.add_routes(app, state)
+    health.add_routes(app, state)
+    openapi.add_routes(app, state)
+    compat.add_routes(app, state)
+    return app
+
+
+def api_client(manifest: Manifest, redis_url: str | None = None) -> Client:
+    """A client whose Redis calls give up within the API's deadline (then a 503)."""
+    timeout = manifest.api.redis_timeout_s
+    broker = Broker(
+        settings.redis_url(manifest, redis_url),
+        manifest.prefix,
+        socket_timeout_s=timeout,
+        connect_timeout_s=min(timeout, 1.0),
+    )
+    return Client(manifest=manifest, broker=broker)
+
+
+def get_app() -> falcon.App:
+    """The WSGI callable, configured from the environment like the CLI."""
+    manifest = load_manifest(resolve_config_path(None))
+    return create_app(ApiState(api_client(manifest)))

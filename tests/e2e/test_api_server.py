@@ -1,0 +1,115 @@
+"""`dtqs api` as a real waitress server: limits enforced before the body is read,
+refusal to bind publicly without tokens, and a clean stop."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+MANIFEST = """\
+version: 1
+queues: {default: {}}
+functions:
+  work: {handler: functions/ledger.py:work}
+api: {max_body_bytes: 4096}
+"""
+LEDGER = "def work(payload):\n    return payload\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(procs, project, redis_url, r, wait_for):
+    p = project(MANIFEST, {"functions/ledger.py": LEDGER})
+    port = free_port()
+    proc = procs.spawn(["api", "--port", str(port), "--log-level", "warning"], p.root,
+                       procs.env(redis_url))  # fmt: skip
+
+    def ready() -> bool:
+        try:
+            return request(port, "GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 15, "the API to answer")
+    yield port, proc
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_submit_through_waitress(server, r):
+    port, _ = server
+    body = json.dumps({"function": "work", "payload": {"x": 1}}).encode()
+    status, data = request(port, "POST", "/v1/tasks", body, {"Content-Type": "application/json"})
+    assert status == 202 and json.loads(data)["state"] == "queued"
+    assert r.llen("dtqs:{default}:pending:2") == 1
+
+
+def test_body_limits(server, r):
+    port, _ = server
+    json_ct = {"Content-Type": "application/json"}
+    exact = b'{"function": "work", "payload": "' + b"x" * (4096 - 35) + b'"}'
+    assert len(exact) == 4096
+    assert request(port, "POST", "/v1/tasks", exact, json_ct)[0] == 202
+    over = exact[:-2] + b'x"}'
+    assert request(port, "POST", "/v1/tasks", over, json_ct)[0] == 413
+    # 10 MB announced: refused from the headers alone, before any of the body is sent.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.putrequest("POST", "/v1/tasks")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(10_000_000))
+    conn.endheaders()
+    assert conn.getresponse().status == 413
+    conn.close()
+    # Chunked with no length: refused once past the limit, not read whole.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.putrequest("POST", "/v1/tasks")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    for _ in range(3):
+        conn.send(b"1000\r\n" + b"x" * 4096 + b"\r\n")
+    conn.send(b"0\r\n\r\n")
+    assert conn.getresponse().status == 413
+    conn.close()
+    assert r.llen("dtqs:{default}:pending:2") == 1
+
+
+def test_huge_header_is_refused(server):
+    port, _ = server
+    status, _ = request(port, "GET", "/healthz", headers={"X-Big": "y" * 300 * 1024})
+    assert status in (400, 431)
+    assert request(port, "GET", "/healthz")[0] == 200
+
+
+def test_sigterm_stops_it(server, procs):
+    _, proc = server
+    proc.send_signal(signal.SIGTERM)
+    procs.wait_exit(proc, 5)
+    assert proc.returncode == 0
+
+
+def test_refuses_to_serve_publicly_without_tokens(procs, project, redis_url):
+    p = project(MANIFEST, {"functions/ledger.py": LEDGER})
+    done = procs.run(["api", "--host", "0.0.0.0", "--port", str(free_port())], p.root,
+                     procs.env(redis_url))  # fmt: skip
+    assert done.returncode == 2
+    assert "without tokens" in done.stderr and "Traceback" not in done.stderr
