@@ -68,7 +68,9 @@ def function_view(spec: FunctionSpec) -> dict[str, Any]:
     }
 
 
-def schedule_view(spec: ScheduleSpec, now: datetime) -> dict[str, Any]:
+def schedule_view(spec: ScheduleSpec, now: datetime, fired: dict[str, str]) -> dict[str, Any]:
+    """A schedule, its next fire times and its last fire (`fired`: what the scheduler wrote)."""
+    last_ms = fired.get("last_fire_ms")
     return {
         "name": spec.name,
         "function": spec.function,
@@ -78,9 +80,10 @@ def schedule_view(spec: ScheduleSpec, now: datetime) -> dict[str, Any]:
         "enabled": spec.enabled,
         "payload": spec.payload,
         "next_fire_times": [iso(t) for t in next_fire_times(spec, FIRE_TIMES_SHOWN, now)],
-        # TODO(cron): the scheduler records its ticks; until then nothing has fired.
-        "last_fire_time": None,
-        "last_task_id": None,
+        "last_fire_time": iso(datetime.fromtimestamp(int(last_ms) / 1000, UTC))
+        if last_ms
+        else None,
+        "last_task_id": fired.get("last_task_id"),
     }
 
 
@@ -244,8 +247,10 @@ class Schedules(_Admin):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         now = datetime.now(UTC)
-        specs = self.state.manifest.schedules.values()
-        resp.text = media.dumps({"schedules": [schedule_view(s, now) for s in specs]})
+        specs = self.state.manifest.schedules
+        last = self.state.client.broker.last_fires(list(specs))
+        views = [schedule_view(s, now, last.get(name) or {}) for name, s in specs.items()]
+        resp.text = media.dumps({"schedules": views})
 
 
 class Workers(_Admin):

@@ -21,6 +21,7 @@ from dtqs.runtime import settings
 from dtqs.runtime.client import Client
 from dtqs.runtime.manifest import Manifest, load_manifest, resolve_config_path
 from dtqs.runtime.redis.broker import Broker
+from dtqs.runtime.reloader import ManifestReloader
 
 log = logging.getLogger("dtqs.api")
 
@@ -34,6 +35,7 @@ class ApiState:
     client: Client
     started_at: float = field(default_factory=time.time)
     reload_error: str | None = None  #: the last failed reload, shown by /readyz
+    reload_failures: int = 0  #: failed reloads since start (dtqs_reload_failures_total)
 
     @property
     def manifest(self) -> Manifest:
@@ -80,6 +82,22 @@ def api_client(manifest: Manifest, redis_url: str | None = None) -> Client:
         connect_timeout_s=min(timeout, 1.0),
     )
     return Client(manifest=manifest, broker=broker)
+
+
+def manifest_reloader(state: ApiState) -> ManifestReloader:
+    """Hot reload for `dtqs api --reload`: each good manifest is served at once (new
+    functions accepted and in /openapi.json, removed ones 404); a bad one keeps the
+    last good one serving and shows in /readyz until the files are fixed."""
+
+    def apply(manifest: Manifest) -> None:
+        state.client.use_manifest(manifest)
+        state.reload_error = None
+
+    def failed(message: str) -> None:
+        state.reload_error = message
+        state.reload_failures += 1
+
+    return ManifestReloader(state.manifest.path, apply, name="api", on_failure=failed)
 
 
 def get_app() -> falcon.App:

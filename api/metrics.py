@@ -179,6 +179,21 @@ class QueueCollector:
         yield durations
 
 
+class ReloadCollector:
+    """Hot reload failures of this API process (a counter kept on the state)."""
+
+    def __init__(self, state: ApiState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        failures = CounterMetricFamily(
+            "dtqs_reload_failures",
+            "Hot reloads that failed (bad manifest); the last good one kept serving.",
+        )
+        failures.add_metric([], self.state.reload_failures)
+        yield failures
+
+
 class _Scrape:
     """Request metrics plus queue metrics, as one collector for the encoder."""
 
@@ -197,10 +212,11 @@ class MetricsResource:
 
     def __init__(self, state: ApiState) -> None:
         self.queues = QueueCollector(state)
+        self.reloads = ReloadCollector(state)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         request_metrics = req.context.get("request_metrics")
-        parts: list[Any] = [self.queues]
+        parts: list[Any] = [self.reloads, self.queues]
         if request_metrics is not None:
             parts.insert(0, request_metrics.registry)
         encoder, content_type = choose_encoder(req.get_header("Accept") or "")

@@ -45,14 +45,21 @@ def log_option(fn: F) -> F:
     )(fn)
 
 
+def reload_option(fn: F) -> F:
+    return click.option(
+        "--reload", is_flag=True,
+        help="Follow changes to dtqs.yaml, functions/ and schemas/ without a restart.",
+    )(fn)  # fmt: skip
+
+
 def load(config: str | None) -> Manifest:
     return load_manifest(resolve_config_path(config))
 
 
-def make_client(config: str | None, redis_url: str | None) -> Any:
+def make_client(config: str | None, redis_url: str | None, manifest: Manifest | None = None) -> Any:
     from dtqs.runtime.client import Client
 
-    return Client(redis_url=redis_url, manifest=load(config))
+    return Client(redis_url=redis_url, manifest=manifest or load(config))
 
 
 def echo_json(value: Any) -> None:
@@ -90,6 +97,7 @@ def validate(config: str | None) -> None:
 @click.option("--processes", type=click.IntRange(1, 256), help="Worker processes (default: CPUs).")
 @click.option("--concurrency", type=click.IntRange(1, 4096), help="Slots per queue per process.")
 @click.option("--grace", type=click.FloatRange(0), help="Seconds to finish tasks on stop.")
+@reload_option
 @log_option
 def worker(
     config: str | None,
@@ -98,6 +106,7 @@ def worker(
     processes: int | None,
     concurrency: int | None,
     grace: float | None,
+    reload: bool,
     log_level: str,
 ) -> None:
     """Run worker processes until SIGTERM/SIGINT (a second signal forces)."""
@@ -111,7 +120,7 @@ def worker(
             param_hint="--queues",
         )
     supervise(manifest, processes, concurrency, grace, log_level, redis_url, queues=names,
-              embedded=False)  # fmt: skip
+              embedded=False, reload=reload)  # fmt: skip
 
 
 def supervise(
@@ -166,12 +175,20 @@ def run(
     logs.setup("run", log_level)
     manifest = load(config)
     check_exposure(manifest, host, insecure)
+    from dtqs.runtime.reloader import PARENT_REPORTS_ENV
+
     api_argv = ["api", "--config", str(manifest.path), "--host", host, "--port", str(port)]
-    api_argv += ["--log-level", log_level] + (["--insecure"] if insecure else [])
-    # TODO(scheduler): the cron issue adds its ChildCommand here; hot reload restarts
-    # the pool on file changes.
-    components = [ChildCommand("api", api_argv)]
-    supervise(manifest, processes, concurrency, grace, log_level, redis_url, components=components)
+    api_argv += ["--log-level", log_level, "--reload"] + (["--insecure"] if insecure else [])
+    scheduler_argv = ["scheduler", "--config", str(manifest.path), "--log-level", log_level]
+    scheduler_argv += ["--reload"]
+    # Hot reload is always on: this supervisor prints each reload error in full once.
+    quiet = {PARENT_REPORTS_ENV: "1"}
+    components = [
+        ChildCommand("api", api_argv, quiet),
+        ChildCommand("scheduler", scheduler_argv, quiet),
+    ]
+    supervise(manifest, processes, concurrency, grace, log_level, redis_url, components=components,
+              reload=True)  # fmt: skip
 
 
 @cli.command()
@@ -181,6 +198,7 @@ def run(
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 1024), default=8, show_default=True)
 @click.option("--insecure", is_flag=True, help="Serve beyond loopback without API tokens.")
+@reload_option
 @log_option
 def api(
     config: str | None,
@@ -189,10 +207,11 @@ def api(
     port: int,
     threads: int,
     insecure: bool,
+    reload: bool,
     log_level: str,
 ) -> None:
     """Serve the REST API with waitress."""
-    from dtqs.api.app import ApiState, api_client, create_app
+    from dtqs.api.app import ApiState, api_client, create_app, manifest_reloader
     from dtqs.api.server import check_exposure, serve
     from dtqs.runtime.process import die_with_parent
 
@@ -200,7 +219,87 @@ def api(
     logs.setup("api", log_level)
     manifest = load(config)
     check_exposure(manifest, host, insecure)
-    serve(create_app(ApiState(api_client(manifest, redis_url))), manifest, host, port, threads)
+    state = ApiState(api_client(manifest, redis_url))
+    reloader = manifest_reloader(state) if reload else None
+    if reloader is not None:
+        reloader.start()
+    try:
+        serve(create_app(state), manifest, host, port, threads)
+    finally:
+        if reloader is not None:
+            reloader.stop()
+
+
+@cli.command()
+@config_option
+@redis_option
+@reload_option
+@log_option
+def scheduler(config: str | None, redis_url: str | None, reload: bool, log_level: str) -> None:
+    """Fire the manifest's schedules (run two or three for availability: ticks fire once)."""
+    import signal
+
+    from dtqs.runtime.process import die_with_parent
+    from dtqs.runtime.reloader import ManifestReloader
+    from dtqs.runtime.scheduler import Scheduler
+
+    die_with_parent()
+    logs.setup("scheduler", log_level)
+    manifest = load(config)
+    runner = Scheduler(make_client(config, redis_url, manifest))
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    while not runner.stopping.is_set():
+        try:
+            runner.start(manifest)
+            break
+        except DtqsError as exc:
+            log.warning("scheduler cannot start yet: %s; retrying", exc)
+            runner.stopping.wait(1.0)
+    reloader = ManifestReloader(manifest.path, runner.reload, name="scheduler") if reload else None
+    if reloader is not None:
+        reloader.start()
+    try:
+        runner.run()
+    finally:
+        if reloader is not None:
+            reloader.stop()
+
+
+@cli.command()
+@config_option
+@redis_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def schedules(config: str | None, redis_url: str | None, as_json: bool) -> None:
+    """Each schedule with its next 3 fire times and its last fire."""
+    from dtqs.runtime.schedule_times import next_fire_times
+
+    client = make_client(config, redis_url)
+    specs = client.manifest.schedules
+    last = client.broker.last_fires(list(specs))
+    rows = []
+    for name, spec in specs.items():
+        fired = last.get(name) or {}
+        rows.append({
+            "name": name,
+            "function": spec.function,
+            "rule": spec.cron or f"every {spec.every_s:g}s",
+            "timezone": spec.timezone,
+            "enabled": spec.enabled,
+            "next": [t.isoformat() for t in next_fire_times(spec, 3)],
+            "last_fire_ms": int(fired["last_fire_ms"]) if fired.get("last_fire_ms") else None,
+            "last_task_id": fired.get("last_task_id"),
+        })  # fmt: skip
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        state = "" if row["enabled"] else " (disabled)"
+        click.echo(f"{row['name']}: {row['function']} {row['rule']} {row['timezone']}{state}")
+        for at in row["next"]:
+            click.echo(f"  next {at}")
+        if row["last_task_id"]:
+            click.echo(f"  last {row['last_task_id']}")
 
 
 def parse_payload(text: str | None) -> Any:
@@ -283,7 +382,14 @@ def cancel(config: str | None, redis_url: str | None, task_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def queues(config: str | None, redis_url: str | None, as_json: bool) -> None:
     """Depth per queue and priority, in flight, scheduled, dead."""
-    data = make_client(config, redis_url).queues()
+    client = make_client(config, redis_url)
+    data = client.queues()
+    known = client.manifest.functions
+    for name, q in data.items():
+        counts, complete = client.waiting_by_function(name)
+        # Tasks of functions the manifest no longer declares wait (parked), never dropped.
+        q["unknown_functions"] = {f: n for f, n in counts.items() if f not in known}
+        q["unknown_functions_complete"] = complete
     if as_json:
         echo_json(data)
         return
@@ -296,6 +402,11 @@ def queues(config: str | None, redis_url: str | None, as_json: bool) -> None:
         click.echo(
             f"{name:<16} {levels:<40} {q['scheduled']:>6} {q['active']:>6} {q['dead']:>6}{paused}"
         )
+        if q["unknown_functions"]:
+            scan = client.WAITING_SCAN_MAX
+            more = "" if q["unknown_functions_complete"] else f" (among the first {scan})"
+            found = " ".join(f"{f}={n}" for f, n in sorted(q["unknown_functions"].items()))
+            click.echo(f"  waiting for functions not in the manifest: {found}{more}")
 
 
 @cli.command()

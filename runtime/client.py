@@ -511,3 +511,32 @@ class Client:
             left -= len(ids)
             offset += len(ids) - done  # what stayed (another function, unreplayable) is passed
         return total
+
+    # -- waiting tasks by function (removed functions: `dtqs queues`, hot reload) --
+
+    #: Most queued or scheduled tasks read per queue when counting them by function.
+    WAITING_SCAN_MAX = 10_000
+
+    def waiting_by_function(
+        self, queue: str, limit: int = WAITING_SCAN_MAX
+    ) -> tuple[dict[str, int], bool]:
+        """Tasks of one queue that are queued or scheduled, counted by function.
+
+        A bounded scan: at most `limit` tasks are read. Returns the counts and whether
+        they are complete (False: the queue holds more and the counts are lower bounds).
+        A queue the manifest does not declare (any more) is scanned too.
+        """
+        qk = self._qkeys_for(queue)
+        ids, complete = self.broker.waiting_ids(qk, limit)
+        counts: dict[str, int] = {}
+        for name in self.broker.task_functions(qk, ids):
+            if name is not None:
+                counts[name] = counts.get(name, 0) + 1
+        return counts, complete
+
+    def wake_parked(self, functions: Iterable[str], limit: int = WAITING_SCAN_MAX) -> int:
+        """Run now the tasks parked because a worker did not know their function, for
+        `functions` that are back (hot reload); else they wait for their next look."""
+        wanted = {f for f in functions if f in self.manifest.functions}
+        queues = {self.manifest.functions[f].queue for f in wanted}
+        return sum(self.broker.wake_parked(self._qkeys_for(q), wanted, limit) for q in queues)

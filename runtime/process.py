@@ -17,6 +17,7 @@ import threading
 
 from dtqs.runtime import logs, settings
 from dtqs.runtime.errors import DtqsError
+from dtqs.runtime.handlers import check_handlers
 from dtqs.runtime.heartbeat import Heartbeat, Sweep
 from dtqs.runtime.manifest import load_manifest
 from dtqs.runtime.redis.broker import Broker
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except DtqsError as exc:
         log.error("%s", exc)
         return 2
+    # NOTE(reload): import every handler now, not at its first task, so this process
+    # keeps running the code it started with even if a file breaks later (hot reload
+    # keeps the last good processes serving until the files are fixed).
+    for problem in check_handlers(manifest):
+        log.warning("%s", problem)
     grace = manifest.workers.grace_s if args.grace is None else args.grace
     try:
         worker.start()

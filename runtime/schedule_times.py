@@ -12,12 +12,12 @@ fires when both match (in crontab, when either does). ``cron_trigger`` corrects 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from dtqs.runtime.manifest import ScheduleSpec
 
@@ -25,6 +25,9 @@ from dtqs.runtime.manifest import ScheduleSpec
 #: time, so every scheduler process computes the same fire times (and so the same
 #: tick ids, which is what makes N schedulers submit each tick once).
 INTERVAL_ANCHOR = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: More than any clock change moves local time (searches across one look this far).
+DST_MARGIN = timedelta(hours=3)
 
 #: Weekday names in crontab order: crontab's 0 (and 7) is Sunday.
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -90,15 +93,56 @@ def cron_trigger(expr: str, timezone: str = "UTC") -> BaseTrigger:
     return OrTrigger([make(day, "*"), make("*", weekday)])
 
 
-def trigger(spec: ScheduleSpec) -> BaseTrigger | None:
-    """The trigger of a schedule (None when it has neither `cron` nor `every`)."""
-    if spec.cron is not None:
-        return cron_trigger(spec.cron, spec.timezone)
-    if spec.every_s:
-        return IntervalTrigger(
-            seconds=spec.every_s, timezone=spec.timezone, start_date=INTERVAL_ANCHOR
-        )
-    return None
+class Rule:
+    """When a schedule fires, as instants in UTC.
+
+    Cron fields are matched against wall-clock time in the schedule's zone. APScheduler
+    3 alone goes wrong across clock changes (asked from after a skipped hour it loses
+    that day's tick; in a repeated hour it returns the same tick again and again), so
+    its trigger runs here on naive wall time, and wall times become instants with
+    zoneinfo: a wall time that occurs twice fires once (its first occurrence), one that
+    does not occur fires at the same distance after the change (02:30 -> 03:30).
+    Intervals are plain arithmetic from INTERVAL_ANCHOR.
+    """
+
+    def __init__(self, spec: ScheduleSpec) -> None:
+        self.zone = ZoneInfo(spec.timezone)
+        self.every_us = round(spec.every_s * 1e6) if spec.every_s else 0
+        self.walls = cron_trigger(spec.cron, "UTC") if spec.cron is not None else None
+
+    def next_at_or_after(self, moment: datetime) -> datetime | None:
+        if self.walls is None:
+            elapsed = (moment - INTERVAL_ANCHOR) // timedelta(microseconds=1)
+            periods = -(-elapsed // self.every_us)  # ceiling division
+            return INTERVAL_ANCHOR + timedelta(microseconds=periods * self.every_us)
+        wall = moment.astimezone(self.zone).replace(tzinfo=UTC) - DST_MARGIN
+        best: datetime | None = None
+        horizon: datetime | None = None
+        while True:
+            found = self.walls.get_next_fire_time(None, wall)
+            if found is None or (horizon is not None and found > horizon):
+                return best
+            instant = found.replace(tzinfo=self.zone).astimezone(UTC)  # fold=0: first occurrence
+            if instant >= moment and (best is None or instant < best):
+                best = instant
+                if self._steady(found):
+                    return best
+                horizon = found + DST_MARGIN  # a clock change is near: later walls may map earlier
+            wall = found + timedelta(microseconds=1)
+
+    def _steady(self, wall: datetime) -> bool:
+        """True when the zone's offset does not change within DST_MARGIN of `wall`."""
+        naive = wall.replace(tzinfo=None)
+        before = (naive - DST_MARGIN).replace(tzinfo=self.zone).utcoffset()
+        after = (naive + DST_MARGIN).replace(tzinfo=self.zone).utcoffset()
+        return before == after
+
+
+def rule(spec: ScheduleSpec) -> Rule | None:
+    """The rule of an enabled schedule (None when disabled or with neither cron nor every)."""
+    if not spec.enabled or (spec.cron is None and not spec.every_s):
+        return None
+    return Rule(spec)
 
 
 def next_fire_times(
@@ -109,18 +153,18 @@ def next_fire_times(
     A disabled schedule has none. Cron fields are read in the schedule's time zone, so
     a daily 09:00 in Europe/Paris moves by an hour in UTC when the clocks change.
     """
-    rule = trigger(spec) if spec.enabled else None
-    if rule is None or count <= 0:
+    found = rule(spec)
+    if found is None or count <= 0:
         return []
     now = now or datetime.now(UTC)
     if now.tzinfo is None:  # NOTE: naive times are taken as UTC, as elsewhere in dtqs
         now = now.replace(tzinfo=UTC)
     out: list[datetime] = []
-    previous: datetime | None = None
+    moment = now
     while len(out) < count:
-        fire = rule.get_next_fire_time(previous, previous or now)
+        fire = found.next_at_or_after(moment)
         if fire is None:  # NOTE: a cron expression can match nothing more (e.g. a 30 February)
             break
-        out.append(fire.astimezone(UTC))
-        previous = fire
+        out.append(fire)
+        moment = fire + timedelta(microseconds=1)
     return out

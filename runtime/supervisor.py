@@ -1,9 +1,13 @@
 """The process supervisor behind `dtqs worker` and `dtqs run`.
 
 `dtqs run` (local development) starts, in order, the embedded server (when no Redis
-is configured), the worker pool and the other components (API, scheduler, reloader:
-each a ``Component``), and stops them in reverse order on Ctrl-C. `dtqs worker` is the
-same supervisor with the worker pool only. It holds no task state of its own.
+is configured), the worker pool and the other components (API, scheduler: each a
+``Component``), and stops them in reverse order on Ctrl-C. `dtqs worker` is the same
+supervisor with the worker pool only. It holds no task state of its own.
+
+With hot reload on (`dtqs run`, `dtqs worker --reload`) a change to the project's files
+is validated in a fresh interpreter and then replaces the worker processes gracefully;
+a change that does not validate is reported once and the running processes stay.
 
 Signals: the first SIGTERM/SIGINT stops everything gracefully; each later one is
 passed on to the worker processes, which exit at once on their second.
@@ -18,14 +22,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from dtqs.runtime import settings
+from dtqs.runtime.client import Client
 from dtqs.runtime.embedded import EmbeddedServer
 from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
-from dtqs.runtime.manifest import Manifest
+from dtqs.runtime.manifest import Manifest, load_manifest
 from dtqs.runtime.pool import WorkerPool
+from dtqs.runtime.redis.broker import Broker
+from dtqs.runtime.reloader import PoolReloader
 
 log = logging.getLogger("dtqs.run")
 
@@ -47,13 +55,14 @@ class Component(Protocol):
 class ChildCommand:
     """A `dtqs` subcommand run as a child process (the API, the scheduler)."""
 
-    def __init__(self, name: str, argv: list[str]) -> None:
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.argv = argv
+        self.env = dict(env or {})  #: added to this process's environment
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, redis_url: str) -> None:
-        env = {**os.environ, "DTQS_PARENT_PID": str(os.getpid())}
+        env = {**os.environ, **self.env, "DTQS_PARENT_PID": str(os.getpid())}
         cmd = [sys.executable, "-m", "dtqs.runtime.cli", *self.argv, "--redis-url", redis_url]
         self.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
@@ -81,6 +90,7 @@ class RunOptions:
     redis_url: str | None = None
     queues: list[str] = field(default_factory=list)  #: empty = every queue
     embedded: bool = True  #: start the embedded server when no Redis is configured
+    reload: bool = False  #: replace the worker processes when the project's files change
     components: list[Component] = field(default_factory=list)
 
 
@@ -92,8 +102,11 @@ class Supervisor:
         self.options = options
         self.embedded: EmbeddedServer | None = None
         self.pool: WorkerPool | None = None
+        self.reloader: PoolReloader | None = None
+        self.to_wake: set[str] = set()  #: functions back after a reload (see wake_parked)
         self.stop_requests = 0
         self._sig_r = -1
+        self._url = ""
 
     def redis_url(self) -> str:
         """The configured Redis, or (for `dtqs run`) a freshly started embedded server."""
@@ -131,9 +144,11 @@ class Supervisor:
             signal.signal(sig, lambda *_: None)
 
     def _tick(self, timeout_s: float) -> None:
-        """Wait up to timeout_s for signals; the first stops gracefully, the next force."""
-        ready, _, _ = select.select([self._sig_r], [], [], timeout_s)
-        if not ready:
+        """Wait up to timeout_s for signals (or changed files); the first signal stops
+        gracefully, the next force."""
+        fds = [self._sig_r] + ([self.reloader.fileno()] if self.reloader else [])
+        ready, _, _ = select.select(fds, [], [], timeout_s)
+        if self._sig_r not in ready:
             return
         try:
             count = len(os.read(self._sig_r, 64))
@@ -147,39 +162,49 @@ class Supervisor:
                 log.warning("stopping now: worker processes are killed, leases bring tasks back")
                 self.pool.stop(force=True)
 
-    def run(self) -> int:
+    def grace_s(self) -> float:
+        given = self.options.grace_s
+        return self.manifest.workers.grace_s if given is None else given
+
+    def pool_args(self) -> list[str]:
+        """Arguments of every worker process (built anew on reload: grace may change)."""
         o = self.options
-        self._listen()
-        url = self.redis_url()
-        grace = self.manifest.workers.grace_s if o.grace_s is None else o.grace_s
-        args = ["--config", str(self.manifest.path), "--redis-url", url, "--log-level", o.log_level]
+        args = ["--config", str(self.manifest.path), "--redis-url", self._url]
+        args += ["--log-level", o.log_level]
         if o.concurrency:
             args += ["--concurrency", str(o.concurrency)]
         if o.queues:
             args += ["--queues", ",".join(o.queues)]
-        args += ["--grace", str(grace)]
-        self.pool = WorkerPool(args, o.processes, grace)
+        return [*args, "--grace", str(self.grace_s())]
+
+    def run(self) -> int:
+        o = self.options
+        self._listen()
+        self._url = self.redis_url()
+        self.pool = WorkerPool(self.pool_args(), o.processes, self.grace_s())
         started: list[Component] = []
         status = 0
         try:
+            if o.reload:
+                self.reloader = PoolReloader(self.manifest.path, self.reload)
+                self.reloader.start()
             self.pool.start()
             for component in o.components:
-                component.start(url)
+                component.start(self._url)
                 started.append(component)
             if o.embedded:
                 log.info("dtqs is running (Ctrl-C stops it)")
             while not self.stop_requests:
-                self._tick(0.2)
-                self.pool.poll()
-                for component in started:
-                    if (code := component.exited()) is not None:
-                        log.error("%s exited with status %d; stopping", component.name, code)
-                        self.stop_requests, status = 1, 1
+                self._tick(0.05 if self.reloader and self.reloader.busy else 0.2)
+                status = self._step(started) or status
         finally:
+            if self.reloader is not None:
+                self.reloader.stop()
+                self.reloader = None
             for component in reversed(started):
                 component.stop()
             self.pool.stop()
-            deadline = time.monotonic() + grace + 5
+            deadline = time.monotonic() + self.pool.grace_s + 5
             while self.pool.alive() and time.monotonic() < deadline:
                 self._tick(0.05)
             clean = self.pool.wait(0)
@@ -187,3 +212,86 @@ class Supervisor:
                 self.embedded.stop()
             log.info("stopped%s", "" if clean else " (some worker processes were killed)")
         return status
+
+    def _step(self, started: list[Component]) -> int:
+        """One round of the main loop after a wake-up; 1 when a component died."""
+        assert self.pool is not None
+        self.pool.poll()
+        if self.reloader is not None:
+            self.reloader.step()
+        if self.to_wake and not any(c.retiring for c in self.pool.children):
+            names, self.to_wake = self.to_wake, set()
+            self.wake_parked(names)
+        for component in started:
+            if (code := component.exited()) is not None:
+                log.error("%s exited with status %d; stopping", component.name, code)
+                self.stop_requests = 1
+                return 1
+        return 0
+
+    # -- hot reload (called by the reloader on this, the main, thread) -------------
+
+    def reload(self) -> None:
+        """The files passed validation: take the new manifest and replace the workers.
+
+        Old processes get SIGTERM: they stop fetching, finish their running tasks on
+        the old code and release the rest; new processes run the new code.
+        """
+        if self.pool is None:
+            return
+        new = load_manifest(self.manifest.path)
+        missing = [q for q in self.options.queues if q not in new.queues]
+        if missing:
+            raise DtqsError(
+                f"--queues names {', '.join(missing)}, which the manifest no longer declares",
+                code="invalid",
+            )
+        old, self.manifest = self.manifest, new
+        self.report_removed(old, new)
+        self.pool.args = self.pool_args()
+        self.pool.grace_s = self.grace_s()
+        self.pool.restart()
+        added = set(new.functions) - set(old.functions)
+        if added:
+            self.wake_parked(added)
+            # NOTE: once more when the old processes are gone: one of them may have
+            # parked a task of a new function between the API's reload and its SIGTERM.
+            self.to_wake |= added
+
+    def client(self) -> Client:
+        return Client(manifest=self.manifest, broker=Broker(self._url, self.manifest.prefix))
+
+    def wake_parked(self, names: set[str]) -> None:
+        """Tasks parked while their function was unknown run now, not at their next look."""
+        try:
+            with self.client() as client:
+                woken = client.wake_parked(names)
+        except DtqsError as exc:
+            log.warning("could not wake tasks parked for %s: %s", ", ".join(sorted(names)), exc)
+            return
+        if woken:
+            log.info("%d parked task(s) of %s run now", woken, ", ".join(sorted(names)))
+
+    def report_removed(self, old: Manifest, new: Manifest) -> None:
+        """One line per function the reload removed, with how many of its tasks wait."""
+        removed = sorted(set(old.functions) - set(new.functions))
+        if not removed:
+            return
+        queues = sorted({old.functions[name].queue for name in removed})
+        try:
+            with self.client() as client:
+                found = {q: client.waiting_by_function(q) for q in queues}
+        except DtqsError as exc:
+            log.warning("removed function(s) %s; could not count their waiting tasks: %s",
+                        ", ".join(removed), exc)  # fmt: skip
+            return
+        for name in removed:
+            counts, complete = found[old.functions[name].queue]
+            n = f"{counts.get(name, 0)}{'' if complete else '+'}"
+            log.warning(
+                "function %s was removed from the manifest; %s task(s) of it are still queued "
+                "or scheduled: they wait (see `dtqs queues`) until it is back or they are "
+                "cancelled",
+                name,
+                n,
+            )

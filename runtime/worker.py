@@ -44,6 +44,8 @@ ACK_MAX = 500
 IDLE_WAIT_S = 1.0
 #: Delay before a task of a function this worker does not know is tried again.
 UNKNOWN_FUNCTION_DELAY_S = 30.0
+#: A worker process warns about parked tasks of one unknown function at most this often.
+UNKNOWN_FUNCTION_WARN_S = 60.0
 #: Characters of a traceback kept on the task record.
 TRACEBACK_MAX = 8000
 
@@ -256,6 +258,7 @@ class Worker:
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_trouble = 0.0
+        self._parked_warned: dict[str, float] = {}  #: unknown function -> last warning
         self.log_tasks = task_log.isEnabledFor(logging.INFO)
         # NOTE(metrics): task durations for /metrics, flushed to Redis by the heartbeat.
         self.durations = DurationRecorder()
@@ -347,7 +350,9 @@ class Worker:
             if self.stopping.is_set():
                 return False
             entry.started = True
-            entry.deadline = time.monotonic() + timeout_s
+            # NOTE: 0 = no deadline: a task without a handler (unknown function) is not
+            # timed; the monitor only looks at entries with a deadline.
+            entry.deadline = time.monotonic() + timeout_s if timeout_s > 0 else 0.0
             return True
 
     def run_sync(self, entry: Running) -> None:
@@ -491,14 +496,26 @@ class Worker:
             error = _error_json("the task's payload is not valid JSON", "DecodeError")
             log.error("task %s: payload is not valid JSON; dead-lettered", leased.id)
             return Outcome(leased.id, leased.token, "dead", error, "", 0, "decode_error")
-        message = f"function {leased.function!r} is not in this worker's manifest"
-        log.error("task %s: %s", leased.id, message)
-        error = _error_json(message, "UnknownFunction")
-        if leased.attempts < 5:
-            return Outcome(
-                leased.id, leased.token, "retry", error, "", int(UNKNOWN_FUNCTION_DELAY_S * 1000)
+        # NOTE(reload): a missing function is not the task's fault (it was removed from
+        # the manifest, or this worker is older than the submitter): park the task, its
+        # attempt not counted, until the function is back or someone cancels it.
+        message = (
+            f"function {leased.function!r} is not in this worker's manifest; the task "
+            f"waits for it (looked at again every {UNKNOWN_FUNCTION_DELAY_S:g}s)"
+        )
+        now = time.monotonic()
+        last = self._parked_warned.get(leased.function)
+        if last is None or now - last >= UNKNOWN_FUNCTION_WARN_S:
+            self._parked_warned[leased.function] = now
+            log.warning(
+                "tasks of function %r are parked: it is not in this worker's manifest; they "
+                "stay queued until it is back or they are cancelled (see `dtqs queues`)",
+                leased.function,
             )
-        return Outcome(leased.id, leased.token, "dead", error, "", 0, "unknown_function")
+        error = _error_json(message, "UnknownFunction")
+        return Outcome(
+            leased.id, leased.token, "park", error, "", int(UNKNOWN_FUNCTION_DELAY_S * 1000)
+        )
 
     def expire_overdue(self) -> int:
         """Fail sync handlers past their timeout; hand their slot to a new thread."""

@@ -171,6 +171,27 @@ class Broker:
                 self.redis.delete(qk.paused)
                 self.redis.lpush(qk.notify, "1")
 
+    def server_time_ms(self) -> int:
+        """The Redis server's clock, ms: the one clock every process agrees on."""
+        with self.translated():
+            seconds, micros = self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def record_fire(self, schedule: str, fire_ms: int, task_id: str) -> None:
+        with self.translated():
+            self.redis.hset(
+                keys.schedule_key(self.prefix, schedule),
+                mapping={"last_fire_ms": fire_ms, "last_task_id": task_id},
+            )
+
+    def last_fires(self, schedules: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Per schedule name: its last fire record (empty when it never fired)."""
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            for name in schedules:
+                pipe.hgetall(keys.schedule_key(self.prefix, name))
+            return dict(zip(schedules, pipe.execute(), strict=True))
+
     # -- worker registry (global keys, each touched alone) -----------------
 
     def beat(self, worker_id: str, info: dict[str, Any], ttl_s: float) -> None:
@@ -289,3 +310,60 @@ class Broker:
                     else:
                         pipe.hincrbyfloat(key, name, amount)
             pipe.execute()
+
+    # -- waiting tasks by function (hot reload's report of removed functions) --
+
+    def waiting_ids(self, qk: QueueKeys, limit: int) -> tuple[list[str], bool]:
+        """Up to `limit` ids of tasks queued (every level) or scheduled, and whether that
+        is all of them; two round trips, reading at most `limit` ids."""
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            for key in qk.all_pending:
+                pipe.llen(key)
+            pipe.zcard(qk.scheduled)
+            # NOTE: a key of the wrong type (written by hand) reads as empty.
+            sizes = [x if isinstance(x, int) else 0 for x in pipe.execute(raise_on_error=False)]
+            pipe = self.redis.pipeline(transaction=False)
+            left = limit
+            for key, size in zip([*qk.all_pending, qk.scheduled], sizes, strict=True):
+                take = min(size, left)
+                left -= take
+                if take and key == qk.scheduled:
+                    pipe.zrange(key, 0, take - 1)
+                elif take:
+                    pipe.lrange(key, 0, take - 1)
+            replies = pipe.execute(raise_on_error=False) if len(pipe) else []
+        ids = [str(i) for r in replies if isinstance(r, list) for i in r]
+        return ids, sum(sizes) <= limit
+
+    def wake_parked(self, qk: QueueKeys, functions: set[str], limit: int) -> int:
+        """Make tasks parked for want of one of `functions` (known again) due now.
+
+        Reads at most `limit` scheduled ids. ``ZADD XX`` moves only a task still in the
+        scheduled set, so one fetched meanwhile is left alone. Returns how many woke.
+        """
+        with self.translated():
+            ids = [str(i) for i in self.redis.zrange(qk.scheduled, 0, limit - 1)]
+            if not ids:
+                return 0
+            pipe = self.redis.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hmget(qk.task(task_id), "function", "state", "error")
+            rows = pipe.execute(raise_on_error=False)
+            chosen = [
+                task_id
+                for task_id, row in zip(ids, rows, strict=True)
+                if isinstance(row, list)
+                and row[0] in functions
+                and row[1] == "scheduled"
+                and '"UnknownFunction"' in (row[2] or "")
+            ]
+            if not chosen:
+                return 0
+            seconds, micros = self.redis.time()
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(qk.scheduled, dict.fromkeys(chosen, now_ms), xx=True)
+            pipe.lpush(qk.notify, "1")
+            pipe.execute()
+        return len(chosen)

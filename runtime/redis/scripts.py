@@ -69,7 +69,7 @@ class Outcome:
 
     id: str
     token: str
-    kind: str  #: succeeded | retry | dead | failed
+    kind: str  #: succeeded | retry | park | dead | failed
     data: str = ""
     traceback: str = ""
     ms: int = 0

@@ -8,6 +8,10 @@
 --   id, lease token, outcome, data, traceback, ms, reason
 --   outcome  succeeded: data = result JSON; ms = result ttl (0 = drop the record now)
 --            retry:     data = error JSON; ms = delay before the next attempt
+--            park:      data = error JSON; ms = delay before it is looked at again. The
+--                       function is not known to the worker (removed from the manifest):
+--                       not a failure, so the attempt is not counted (as in release.lua)
+--                       and no counter moves; the task waits until the function is back
 --            dead:      data = error JSON; reason = why (max_attempts, timeout, ...)
 --            failed:    data = error JSON; ms = result ttl (functions without dead letters)
 --
@@ -49,6 +53,12 @@ for b = 2, #ARGV, 7 do
       rescheduled = true
       count('failed', fn)
       count('retried', fn)
+    elseif outcome == 'park' then
+      local attempts = math.max(0, (tonumber(f[4]) or 1) - 1)
+      redis.call('HDEL', tkey, 'started_at')
+      redis.call('HSET', tkey, 'state', 'scheduled', 'run_at', now + ms, 'error', data,
+        'attempts', attempts)
+      redis.call('ZADD', KEYS[2], now + ms, id)
     elseif outcome == 'dead' then
       push_error(tkey, data)
       redis.call('HSET', tkey, 'state', 'dead', 'finished_at', now, 'traceback', tb,
