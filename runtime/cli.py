@@ -52,6 +52,10 @@ def reload_option(fn: F) -> F:
     )(fn)  # fmt: skip
 
 
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+
+
 def load(config: str | None) -> Manifest:
     return load_manifest(resolve_config_path(config))
 
@@ -269,7 +273,7 @@ def scheduler(config: str | None, redis_url: str | None, reload: bool, log_level
 @cli.command()
 @config_option
 @redis_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def schedules(config: str | None, redis_url: str | None, as_json: bool) -> None:
     """Each schedule with its next 3 fire times and its last fire."""
     from dtqs.runtime.schedule_times import next_fire_times
@@ -379,7 +383,7 @@ def cancel(config: str | None, redis_url: str | None, task_id: str) -> None:
 @cli.command()
 @config_option
 @redis_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def queues(config: str | None, redis_url: str | None, as_json: bool) -> None:
     """Depth per queue and priority, in flight, scheduled, dead."""
     client = make_client(config, redis_url)
@@ -455,8 +459,9 @@ def dead_replay(
     ids: tuple[str, ...],
 ) -> None:
     """Send dead letters (the IDS given, else all matching) back to their queue."""
-    replayed = make_client(config, redis_url).replay(queue, ids, function)
-    click.echo(f"replayed {len(replayed)} task(s)")
+    client = make_client(config, redis_url)
+    count = len(client.replay(queue, ids)) if ids else client.replay_all(queue, function)
+    click.echo(f"replayed {count} task(s)")
 
 
 @dead.command("purge")
@@ -470,7 +475,8 @@ def dead_purge(
     ids: tuple[str, ...],
 ) -> None:
     """Delete dead letters (the IDS given, else all matching) for good."""
-    count = make_client(config, redis_url).purge(queue, ids, function)
+    client = make_client(config, redis_url)
+    count = client.purge(queue, ids) if ids else client.purge_all(queue, function)
     click.echo(f"purged {count} dead letter(s)")
 
 

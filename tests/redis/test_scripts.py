@@ -250,7 +250,7 @@ def test_dead_letters_are_capped_listed_replayed_and_purged(client, r):
     assert client.replay("default", [kept[0]]) == [kept[0]]
     info = client.get(kept[0])
     assert info.state == "queued" and info.attempts == 0
-    assert client.purge("default") == 2 and r.zcard("dtqs:{default}:dead") == 0
+    assert client.purge_all("default") == 2 and r.zcard("dtqs:{default}:dead") == 0
 
 
 def test_garbage_records_are_dead_lettered_not_dropped(client, r):
