@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from types import ModuleType
 from typing import Any
@@ -43,6 +44,20 @@ def load_handler(spec: FunctionSpec) -> Callable[..., Any]:
         message = f"{spec.handler_attr!r} is a {kind}, not a function"
         raise HandlerImportError(_problem(spec, None, message))
     return handler  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A loaded handler and how to call it, worked out once (not per task)."""
+
+    fn: Callable[..., Any]
+    takes_context: bool  #: called as fn(payload, ctx)
+    is_async: bool  #: an `async def`: runs on the worker's event loop
+
+    @classmethod
+    def load(cls, spec: FunctionSpec) -> Handler:
+        fn = load_handler(spec)
+        return cls(fn, accepts_context(fn), is_async(fn))
 
 
 def check_handlers(manifest: Manifest) -> list[Problem]:

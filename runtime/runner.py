@@ -125,8 +125,7 @@ class QueueRunner:
                 w.hold(entries)
                 with self.cond:
                     self.free -= len(entries)
-                for entry in entries:
-                    w.dispatch(entry)
+                w.dispatch(entries)
             if len(got.tasks) < want:
                 timeout = IDLE_WAIT_S
                 if got.next_due_ms is not None:

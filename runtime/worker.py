@@ -116,23 +116,34 @@ class Worker:
 
     # -- running handlers ----------------------------------------------------------
 
-    def handler_for(self, spec: FunctionSpec) -> Callable[..., Any]:
-        fn = self._handlers.get(spec.name)
-        if fn is None:
-            fn = self._handlers[spec.name] = handlers.load_handler(spec)
-        return fn
+    def handler_for(self, spec: FunctionSpec) -> handlers.Handler:
+        found = self._handlers.get(spec.name)
+        if found is None:
+            found = self._handlers[spec.name] = handlers.Handler.load(spec)
+        return found
 
-    def dispatch(self, entry: Running) -> None:
-        spec = self.manifest.functions.get(entry.leased.function)
-        if spec is not None:
+    def dispatch(self, entries: Sequence[Running]) -> None:
+        """Hand leased tasks to the slot threads, or in one call to the event loop."""
+        on_loop = []
+        for entry in entries:
+            spec = self.manifest.functions.get(entry.leased.function)
             try:
-                fn = self.handler_for(spec)
+                found = self.handler_for(spec) if spec is not None else None
             except DtqsError:
-                fn = None
-            if fn is not None and handlers.is_async(fn):
-                self.run_async(entry, spec, fn)
-                return
-        entry.runner.work.put(entry)
+                found = None  # the slot thread reports the import error as the outcome
+            if found is not None and found.is_async:
+                on_loop.append((entry, spec, found))
+            else:
+                entry.runner.work.put(entry)
+        if on_loop:
+            # PERF: one wake-up of the loop per batch, not a future per task.
+            self.event_loop().call_soon_threadsafe(self._start_async, on_loop)
+
+    def _start_async(self, batch: list[tuple[Running, FunctionSpec, handlers.Handler]]) -> None:
+        loop = asyncio.get_running_loop()
+        for entry, spec, found in batch:
+            entry.is_async = True
+            loop.create_task(self.run_async(entry, spec, found))
 
     def _begin(self, entry: Running) -> tuple[FunctionSpec | None, Any, str | None]:
         """Resolve the function and decode the payload; (spec, payload, problem kind)."""
@@ -165,9 +176,9 @@ class Worker:
         )
 
     def _args(
-        self, entry: Running, spec: FunctionSpec, fn: Callable[..., Any], payload: Any
+        self, entry: Running, spec: FunctionSpec, found: handlers.Handler, payload: Any
     ) -> tuple[Any, ...]:
-        if handlers.accepts_context(fn):
+        if found.takes_context:
             return (payload, self._context(entry, spec))
         return (payload,)
 
@@ -194,13 +205,13 @@ class Worker:
         else:
             started = time.monotonic()
             try:
-                fn = self.handler_for(spec)
-                args = self._args(entry, spec, fn, payload)
+                found = self.handler_for(spec)
+                args = self._args(entry, spec, found, payload)
                 if self.log_tasks:
                     task_log.info(
                         "start %s %s attempt=%d", entry.leased.id, spec.name, entry.leased.attempts
                     )
-                result = fn(*args)
+                result = found.fn(*args)
                 outcome = self.success(entry, spec, result, started)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
                 outcome = self.failure(entry, spec, exc, started)
@@ -212,37 +223,32 @@ class Worker:
         runner.slot_done()
         self.after_task()
 
-    def run_async(self, entry: Running, spec: FunctionSpec, fn: Callable[..., Any]) -> None:
-        loop = self.event_loop()
+    async def run_async(self, entry: Running, spec: FunctionSpec, found: handlers.Handler) -> None:
+        """Run one `async def` handler on the event loop; asyncio enforces its timeout."""
         runner = entry.runner
-
-        async def go() -> None:
-            _, payload, problem = self._begin(entry)
-            if not self._claim(entry, spec.timeout_s):
-                runner.slot_done()
-                return
-            started = time.monotonic()
-            if problem:
-                outcome = self.problem_outcome(entry, spec, problem)
-            else:
-                try:
-                    result = await asyncio.wait_for(
-                        fn(*self._args(entry, spec, fn, payload)), spec.timeout_s
-                    )
-                    outcome = self.success(entry, spec, result, started)
-                except TimeoutError:
-                    exc = TimeoutError(f"handler ran past its timeout of {spec.timeout_s:g}s")
-                    outcome = self.failure(entry, spec, exc, started, reason="timeout")
-                except BaseException as exc:  # noqa: BLE001
-                    outcome = self.failure(entry, spec, exc, started)
-            with self.lock:
-                entry.done = True
-            runner.outcomes.put((entry, outcome))
+        _, payload, problem = self._begin(entry)
+        if not self._claim(entry, spec.timeout_s):
             runner.slot_done()
-            self.after_task()
-
-        entry.is_async = True
-        asyncio.run_coroutine_threadsafe(go(), loop)
+            return
+        started = time.monotonic()
+        if problem:
+            outcome = self.problem_outcome(entry, spec, problem)
+        else:
+            try:
+                # PERF: asyncio.timeout, not wait_for, which wraps every call in a task.
+                async with asyncio.timeout(spec.timeout_s):
+                    result = await found.fn(*self._args(entry, spec, found, payload))
+                outcome = self.success(entry, spec, result, started)
+            except TimeoutError:
+                exc = TimeoutError(f"handler ran past its timeout of {spec.timeout_s:g}s")
+                outcome = self.failure(entry, spec, exc, started, reason="timeout")
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
+                outcome = self.failure(entry, spec, exc, started)
+        with self.lock:
+            entry.done = True
+        runner.outcomes.put((entry, outcome))
+        runner.slot_done()
+        self.after_task()
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
         with self.lock:
