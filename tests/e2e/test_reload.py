@@ -213,7 +213,7 @@ def test_broken_files_during_run_keep_the_last_good_config(procs, project, wait_
     )
     yaml_error = problem_line(procs, p.root, env)
     assert yaml_error.startswith("dtqs.yaml:"), yaml_error
-    wait_for(lambda: shown(yaml_error), 10, "the YAML error to be reported")
+    wait_for(lambda: shown(yaml_error), 20, "the YAML error to be reported")
     status, ready = http("GET", f"{base}/readyz")
     assert status == 503 and yaml_error in ready["detail"], ready
     assert run_task(base, "hello")[1]["result"] == {"hello": 1}  # old config serves
@@ -223,7 +223,7 @@ def test_broken_files_during_run_keep_the_last_good_config(procs, project, wait_
     p.write("dtqs.yaml", RUN_MANIFEST.replace("concurrency: 2", "concurrency: lots"))
     schema_error = problem_line(procs, p.root, env)
     assert schema_error.startswith("dtqs.yaml:") and "concurrency" in schema_error
-    wait_for(lambda: shown(schema_error), 10, "the schema error to be reported")
+    wait_for(lambda: shown(schema_error), 20, "the schema error to be reported")
     wait_for(
         lambda: schema_error in http("GET", f"{base}/readyz")[1].get("detail", ""),
         5, "/readyz to show the new error",
@@ -241,19 +241,19 @@ def test_broken_files_during_run_keep_the_last_good_config(procs, project, wait_
             "added:\n    handler: functions/tasks.py:added",
         ),
     )
-    wait_for(lambda: http("GET", f"{base}/readyz")[0] == 200, 10, "/readyz to recover")
+    wait_for(lambda: http("GET", f"{base}/readyz")[0] == 200, 20, "/readyz to recover")
     schemas = http("GET", f"{base}/openapi.json")[1]["components"]["schemas"]
     assert "submit.added" in schemas and "submit.bye" not in schemas
     assert run_task(base, "added")[1]["result"] == "added"
     assert http("POST", f"{base}/v1/tasks", {"function": "bye"})[0] == 404
-    wait_for(lambda: shown("function bye was removed from the manifest; 0 task(s)"), 10,
+    wait_for(lambda: shown("function bye was removed from the manifest; 0 task(s)"), 20,
              "the removed function to be reported")  # fmt: skip
 
     # 4. A handler with a syntax error: the workers keep the code they started with.
     p.write("functions/tasks.py", tasks.replace("VERSION = 1", "VERSION = (2"))
     handler_error = problem_line(procs, p.root, env)
     assert handler_error.startswith("functions/tasks.py:") and "SyntaxError" in handler_error
-    wait_for(lambda: shown(handler_error), 10, "the handler error to be reported")
+    wait_for(lambda: shown(handler_error), 20, "the handler error to be reported")
     ok = procs.run(["submit", "hello", "--wait", "--timeout", "20"], p.root, env, timeout=30)
     assert ok.returncode == 0 and json.loads(ok.stdout) == {"hello": 1}, ok
     assert http("GET", f"{base}/readyz")[0] == 200  # the manifest itself is fine
