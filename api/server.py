@@ -67,6 +67,9 @@ def serve(app: Any, manifest: Manifest, host: str, port: int, threads: int) -> N
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # NOTE: waitress warns "Task queue depth is N" for every request that waits for a
+    # thread: under load that is a log line per request, and costs what it reports.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     log.info("API on http://%s:%d (%d threads)", host, port, threads)
     try:
         server.run()

@@ -241,14 +241,14 @@ class Client(Inspection):
         by_queue: dict[str, list[int]] = {}
         for index, (queue, _) in enumerate(prepared):
             by_queue.setdefault(queue.name, []).append(index)
-        out: list[tuple[str, bool]] = [("", False)] * len(prepared)
+        groups = []
+        for indexes in by_queue.values():
+            queue = prepared[indexes[0]][0]
+            qk = self.broker.qkeys(queue.name, len(queue.priorities))
+            groups.append((qk, [prepared[i][1] for i in indexes]))
         with self.broker.translated():
-            pipe = self.broker.redis.pipeline(transaction=False)
-            for indexes in by_queue.values():
-                queue = prepared[indexes[0]][0]
-                qk = self.broker.qkeys(queue.name, len(queue.priorities))
-                self.broker.scripts.enqueue(qk, [prepared[i][1] for i in indexes], client=pipe)
-            replies = pipe.execute()
+            replies = self.broker.scripts.enqueue(groups)
+        out: list[tuple[str, bool]] = [("", False)] * len(prepared)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
             for i, result in zip(indexes, self.broker.scripts.decode_enqueue(reply), strict=True):
                 out[i] = result

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from dtqs.runtime.redis.keys import QueueKeys
 
@@ -83,13 +84,18 @@ class Scripts:
         self._client = client
         self._scripts: dict[str, Script] = {}
 
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], client: Any = None) -> Any:
+    def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = Script(self._client, _source(name))
-        return script(keys=keys, args=args, client=client or self._client)
+        return script
 
-    def enqueue(self, qk: QueueKeys, tasks: Iterable[NewTask], client: Any = None) -> Any:
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA, loading the script first when the server does not know it (NOSCRIPT)."""
+        return self._script(name)(keys=keys, args=args, client=self._client)
+
+    @staticmethod
+    def _enqueue_call(qk: QueueKeys, tasks: Iterable[NewTask]) -> tuple[list[str], list[Any]]:
         args: list[Any] = [qk.queue]
         for t in tasks:
             args += [
@@ -97,8 +103,34 @@ class Scripts:
                 t.delay_ms, t.run_at_ms, t.idempotency_key, t.idempotency_ttl_ms,
                 t.result_ttl_ms,
             ]  # fmt: skip
-        keys = [qk.notify, qk.scheduled, qk.task_prefix, qk.idem_prefix, *qk.all_pending]
-        return self._run("enqueue", keys, args, client)
+        return [qk.notify, qk.scheduled, qk.task_prefix, qk.idem_prefix, *qk.all_pending], args
+
+    def enqueue(self, groups: Sequence[tuple[QueueKeys, Sequence[NewTask]]]) -> list[Any]:
+        """Store tasks of one or more queues (one script call per queue) in one round trip."""
+        calls = [self._enqueue_call(qk, tasks) for qk, tasks in groups]
+        if len(calls) == 1:
+            return [self._run("enqueue", *calls[0])]
+        # PERF: plain EVALSHA in the pipeline. Handing redis-py the Script object would
+        # make every execute() send SCRIPT EXISTS first: a second round trip per submit.
+        script = self._script("enqueue")
+        replies = self._pipeline(script.sha, calls)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:  # the server restarted or flushed its script cache: load, redo those
+            self._client.script_load(script.script)
+            for i, reply in zip(
+                missing, self._pipeline(script.sha, [calls[i] for i in missing]), strict=True
+            ):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _pipeline(self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))
 
     @staticmethod
     def decode_enqueue(reply: Sequence[Any]) -> list[tuple[str, bool]]:

@@ -272,3 +272,31 @@ def test_queue_counts(client):
     q = client.queues()["default"]
     assert q["pending"] == {"critical": 0, "high": 0, "normal": 1, "low": 0}
     assert (q["scheduled"], q["active"], q["dead"], q["paused"]) == (1, 1, 0, False)
+
+
+def test_a_batch_over_two_queues_survives_a_flushed_script_cache(project, redis_url, r):
+    p = project(
+        "version: 1\nqueues: {default: {}, mail: {priorities: [urgent, bulk]}}\n"
+        "functions:\n  echo: {handler: functions/tasks.py:echo}\n"
+        "  send: {handler: functions/tasks.py:echo, queue: mail}\n"
+    )
+
+    def calls(stats: dict, command: str) -> int:
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    with Client(redis_url=redis_url, manifest=p.manifest()) as c:
+        before = r.info("commandstats")
+        ids = c.submit_many(
+            [{"function": "echo", "payload": 1}, {"function": "send", "payload": 2}]
+        )
+        r.script_flush()  # as after a Redis restart: the next EVALSHA answers NOSCRIPT
+        more = c.submit_many(
+            [{"function": "send", "payload": 3}, {"function": "echo", "payload": 4}]
+        )
+        single = c.submit("echo", 5)
+    stats = r.info("commandstats")
+    # One EVALSHA per queue per batch, and no SCRIPT EXISTS round trip before it.
+    assert calls(stats, "script|exists") == calls(before, "script|exists")
+    assert calls(stats, "evalsha") - calls(before, "evalsha") >= 5
+    assert r.llen("dtqs:{default}:pending:2") == 3 and r.llen("dtqs:{mail}:pending:1") == 2
+    assert len({*ids, *more, single}) == 5
