@@ -103,6 +103,20 @@ class Watcher:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        restarted = False
+        while not self._stop.is_set():
+            try:
+                if restarted:
+                    # Changes made while the watcher was down would be lost: look once.
+                    self.on_change({str(self.config)})
+                self._watch()
+                return
+            except Exception as exc:  # NOTE: never end hot reload for good; watch again
+                log.warning("watching %s failed (%s); watching again", self.filter.root, exc)
+                restarted = True
+                self._stop.wait(0.5)
+
+    def _watch(self) -> None:
         changes = watch(
             self.filter.root,
             watch_filter=self.filter,
@@ -110,16 +124,14 @@ class Watcher:
             step=self.step_ms,
             stop_event=self._stop,
             raise_interrupt=False,
+            ignore_permission_denied=True,
         )
-        try:
-            for batch in changes:
-                paths = {p for _, p in batch}
-                try:
-                    self.on_change(paths)
-                except Exception:  # a bug in one reload must not end hot reload for good
-                    log.exception("reload failed")
-        except Exception:
-            log.exception("watching %s failed; hot reload is off", self.filter.root)
+        for batch in changes:
+            paths = {p for _, p in batch}
+            try:
+                self.on_change(paths)
+            except Exception:  # a bug in one reload must not end hot reload for good
+                log.exception("reload failed")
 
 
 def describe(paths: set[str], root: Path) -> str:

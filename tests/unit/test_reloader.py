@@ -250,3 +250,29 @@ def test_api_reload_swaps_the_manifest_and_reports_failures(project, unused_port
     assert api.simulate_post("/v1/tasks", json={"function": "echo"}).status_code == 404
     assert "dtqs_reload_failures_total 1.0" in api.simulate_get("/metrics").text
     nowhere.close()
+
+
+def test_a_failing_watch_is_started_again(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dtqs.runtime.reloader as reloader
+
+    real = reloader.watch
+    failures = []
+
+    def flaky(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise OSError("inotify: no such file or directory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reloader, "watch", flaky)
+    calls = Calls()
+    watcher = started(Watcher(root / "dtqs.yaml", calls))
+    try:
+        # Changes made while it was down are not known: it asks for one look at once.
+        assert calls.event.wait(3) and calls.batches[0] == {str(root / "dtqs.yaml")}
+        calls.event.clear()
+        time.sleep(0.3)
+        (root / "dtqs.yaml").write_text("version: 1\n")
+        assert calls.event.wait(3), "the watch was not started again"
+    finally:
+        watcher.stop()
