@@ -38,6 +38,8 @@ SUBMIT_FIELDS = frozenset(
     {"function", "payload", "priority", "delay", "run_at", "idempotency_key", "headers"}
 )
 MAX_IDEMPOTENCY_KEY = 256
+#: How long a cancelled record is kept when it does not carry its own result_ttl_ms.
+DEFAULT_RESULT_TTL_MS = 86_400_000
 #: Furthest in the future a task may be delayed or scheduled (ten years).
 MAX_DELAY_S = 10 * 365 * 86400
 #: Latest run_at accepted, epoch seconds (year 9999, as far as datetime goes).
@@ -278,18 +280,17 @@ class Client(Inspection):
         if queue is None:
             raise TaskNotFoundError(f"no task {task_id!r}")
         qk = self._qkeys_for(queue)
-        record = self.broker.task_record(qk, task_id) or {}
-        keep_ms = int(record.get("result_ttl_ms") or 86_400_000)
         with self.broker.translated():
-            code, state = self.broker.scripts.cancel(qk, task_id, keep_ms)
+            # NOTE: the script keeps the record for its own result_ttl_ms; this is a fallback.
+            code, state = self.broker.scripts.cancel(qk, task_id, DEFAULT_RESULT_TTL_MS)
         if code < 0:
             raise TaskNotFoundError(f"no task {task_id!r}")
         if code == 0:
             raise TaskStateError(
                 f"task {task_id} is {state}; only queued or scheduled tasks can be cancelled"
             )
-        info = self.get(task_id)
-        return info or TaskInfo.from_record({**record, "state": "cancelled"})
+        info = self.get(task_id)  # None when result_ttl is 0: the record is gone already
+        return info or TaskInfo.from_record({"id": task_id, "queue": queue, "state": "cancelled"})
 
     def wait(self, task_id: str, timeout: float = 30.0) -> TaskInfo:
         """Block until the task reaches a final state and return it."""

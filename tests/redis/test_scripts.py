@@ -300,3 +300,18 @@ def test_a_batch_over_two_queues_survives_a_flushed_script_cache(project, redis_
     assert calls(stats, "evalsha") - calls(before, "evalsha") >= 5
     assert r.llen("dtqs:{default}:pending:2") == 3 and r.llen("dtqs:{mail}:pending:1") == 2
     assert len({*ids, *more, single}) == 5
+
+
+def test_a_cancelled_record_is_kept_for_its_result_ttl(project, redis_url, r):
+    p = project(
+        "version: 1\nqueues: {default: {}}\nfunctions:\n"
+        "  short: {handler: functions/tasks.py:echo, result_ttl: 5s}\n"
+        "  gone: {handler: functions/tasks.py:echo, result_ttl: 0}\n"
+    )
+    with Client(redis_url=redis_url, manifest=p.manifest()) as c:
+        short = c.submit("short", 1)
+        assert c.cancel_task(short).state == "cancelled"
+        assert 0 < r.pttl(f"dtqs:{{default}}:t:{short}") <= 5000
+        gone = c.submit("gone", 1)
+        info = c.cancel_task(gone)  # one round trip fewer: the script reads the ttl itself
+        assert (info.id, info.state) == (gone, "cancelled") and c.get(gone) is None
