@@ -35,7 +35,3 @@ def backoff_s(policy: RetryPolicy, attempt: int, rand: random.Random | None = No
     if policy.jitter:
         return (rand or random).uniform(0, base)
     return base
-
-
-def attempts_left(policy: RetryPolicy, attempt: int) -> bool:
-    return attempt < policy.max_attempts

@@ -157,10 +157,6 @@ class QueueStats:
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     durations: dict[str, Histogram] = field(default_factory=dict)
 
-    @property
-    def backlog(self) -> int:
-        return sum(self.pending.values())
-
 
 def queue_stats(broker: Broker, manifest: Manifest) -> list[QueueStats]:
     """Every queue of the manifest, read in two round trips.

@@ -99,11 +99,6 @@ def worker_key(prefix: str, worker_id: str) -> str:
     return f"{prefix}:worker:{worker_id}"
 
 
-def queues_key(prefix: str) -> str:
-    """SET of queue names that have ever held a task (for listings after a rename)."""
-    return f"{prefix}:queues"
-
-
 def schedule_key(prefix: str, name: str) -> str:
     """HASH: a schedule's last fire (last_fire_ms, last_task_id), written by the scheduler."""
     return f"{prefix}:schedule:{name}"
