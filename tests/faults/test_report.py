@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def _report_module():
-    spec = importlib.util.spec_from_file_location("fault_report_mod", Path(__file__).with_name("report.py"))
+    path = Path(__file__).with_name("report.py")
+    spec = importlib.util.spec_from_file_location("fault_report_mod", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
