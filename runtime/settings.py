@@ -12,16 +12,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from dtqs.runtime.errors import BrokerUnavailableError, SettingsError
+from dtqs.runtime.errors import BrokerUnavailableError
 from dtqs.runtime.manifest import Manifest
+from dtqs.runtime.redis import connect
 
 #: Folder, beside dtqs.yaml, where `dtqs run` keeps the embedded server's data.
 STATE_DIR = ".dtqs"
 #: File in STATE_DIR naming the embedded server's URL and pid while it runs.
 SERVER_FILE = "server.json"
-
-_SCHEMES = ("redis://", "rediss://", "unix://")
-
 
 def state_dir(manifest: Manifest) -> Path:
     return manifest.root / STATE_DIR
@@ -44,11 +42,8 @@ def embedded_url(manifest: Manifest) -> str | None:
 
 
 def check_url(url: str, source: str) -> str:
-    if not url.startswith(_SCHEMES):
-        raise SettingsError(
-            f"{source}: {url!r} is not a Redis URL; expected redis://, rediss:// or unix://"
-        )
-    return url
+    """`url` if dtqs can connect with it (see runtime/redis/connect.py for the forms)."""
+    return connect.check_url(url, source)
 
 
 def redis_url(

@@ -62,8 +62,11 @@ class ChildCommand:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, redis_url: str) -> None:
-        env = {**os.environ, **self.env, "DTQS_PARENT_PID": str(os.getpid())}
-        cmd = [sys.executable, "-m", "dtqs.runtime.cli", *self.argv, "--redis-url", redis_url]
+        # NOTE: the URL travels in the environment, not argv: it may hold a password, and
+        # any user on the machine can read a process's command line (ps).
+        env = {**os.environ, **self.env, "DTQS_PARENT_PID": str(os.getpid()),
+               "DTQS_REDIS_URL": redis_url}  # fmt: skip
+        cmd = [sys.executable, "-m", "dtqs.runtime.cli", *self.argv]
         self.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def exited(self) -> int | None:
@@ -169,7 +172,7 @@ class Supervisor:
     def pool_args(self) -> list[str]:
         """Arguments of every worker process (built anew on reload: grace may change)."""
         o = self.options
-        args = ["--config", str(self.manifest.path), "--redis-url", self._url]
+        args = ["--config", str(self.manifest.path)]
         args += ["--log-level", o.log_level]
         if o.concurrency:
             args += ["--concurrency", str(o.concurrency)]
@@ -181,7 +184,9 @@ class Supervisor:
         o = self.options
         self._listen()
         self._url = self.redis_url()
-        self.pool = WorkerPool(self.pool_args(), o.processes, self.grace_s())
+        # NOTE: the URL goes by environment, never argv (see ChildCommand.start).
+        env = {**os.environ, "DTQS_REDIS_URL": self._url}
+        self.pool = WorkerPool(self.pool_args(), o.processes, self.grace_s(), env)
         started: list[Component] = []
         status = 0
         try:

@@ -7,6 +7,7 @@ This package is the only code that imports redis-py. Connection failures become
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from redis.retry import Retry
 
 from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
 from dtqs.runtime.redis import keys
+from dtqs.runtime.redis.connect import connect, is_cluster, redact
 from dtqs.runtime.redis.keys import QueueKeys
 from dtqs.runtime.redis.scripts import Scripts
 
@@ -26,16 +28,6 @@ DEFAULT_SOCKET_TIMEOUT_S = 5.0
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user + ':***' if ':' in creds else creds}@{host}"
-
-
 @contextmanager
 def translated(url: str = "") -> Iterator[None]:
     """Turn redis-py's failures into dtqs errors a caller can act on."""
@@ -43,7 +35,12 @@ def translated(url: str = "") -> Iterator[None]:
         yield
     except redis.exceptions.BusyLoadingError as exc:
         raise BrokerUnavailableError("Redis is loading its data set; try again shortly") from exc
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ClusterError,  # NOTE: every node tried failed (mid-failover)
+        redis.exceptions.RedisClusterException,  # e.g. slots not covered yet
+    ) as exc:
         where = f" at {redact(url)}" if url else ""
         raise BrokerUnavailableError(f"Redis is unreachable{where}: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
@@ -70,18 +67,41 @@ class Broker:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self.redis: redis.Redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
+        self._options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": socket_timeout_s,
+            "socket_connect_timeout": connect_timeout_s,
             # NOTE: one quick retry covers a connection the server closed while idle;
             # more would stretch a caller's deadline while Redis is really down.
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
-            health_check_interval=30,
-        )
-        self.scripts = Scripts(self.redis)
+            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+            "health_check_interval": 30,
+        }
+        self._redis: Any = None
+        self._scripts: Scripts | None = None
+        self._lock = threading.Lock()
         self._qkeys: dict[tuple[str, int], QueueKeys] = {}
+
+    @property
+    def redis(self) -> Any:
+        """The redis-py client (``redis.Redis``, or ``RedisCluster``), made on first use:
+        a Cluster client reads the cluster's layout when made, and a process must be able
+        to start (and answer 503) while Redis is down. Raises BrokerUnavailableError."""
+        if self._redis is None:
+            with self._lock:
+                if self._redis is None:
+                    self._redis = connect(self.url, **self._options)
+        return self._redis
+
+    @property
+    def scripts(self) -> Scripts:
+        if self._scripts is None:
+            self._scripts = Scripts(self.redis)
+        return self._scripts
+
+    @property
+    def cluster(self) -> bool:
+        """True on Redis Cluster, where a pipeline spans nodes and cannot carry EVALSHA."""
+        return is_cluster(self.redis)
 
     def qkeys(self, queue: str, levels: int) -> QueueKeys:
         k = self._qkeys.get((queue, levels))
@@ -93,7 +113,8 @@ class Broker:
         return translated(self.url)
 
     def close(self) -> None:
-        self.redis.close()
+        if self._redis is not None:
+            self._redis.close()
 
     # -- plain reads ------------------------------------------------------
 
@@ -105,10 +126,14 @@ class Broker:
         """The server's maxmemory-policy ('unknown' where CONFIG is not allowed)."""
         with self.translated():
             try:
-                reply = self.redis.config_get("maxmemory-policy")
-            except redis.exceptions.ResponseError:
+                if not self.cluster:
+                    return str(self.redis.config_get("maxmemory-policy")["maxmemory-policy"])
+                # NOTE: on a cluster every master must keep noeviction; report the worst.
+                replies = self.redis.config_get("maxmemory-policy", target_nodes="primaries")
+            except (redis.exceptions.ResponseError, KeyError):
                 return "unknown"
-        return str(reply.get("maxmemory-policy", "unknown"))
+        policies = {str(r.get("maxmemory-policy", "unknown")) for r in replies.values()}
+        return sorted(policies - {"noeviction"})[0] if policies - {"noeviction"} else "noeviction"
 
     def task_record(self, qk: QueueKeys, task_id: str) -> dict[str, str] | None:
         with self.translated():
@@ -214,7 +239,11 @@ class Broker:
             ids = self.redis.zrange(keys.workers_key(self.prefix), 0, -1)
             if not ids:
                 return []
-            raw = self.redis.mget([keys.worker_key(self.prefix, i) for i in ids])
+            # NOTE: GETs in a pipeline, not MGET: worker keys lie in many cluster slots.
+            pipe = self.redis.pipeline(transaction=False)
+            for worker_id in ids:
+                pipe.get(keys.worker_key(self.prefix, worker_id))
+            raw = pipe.execute()
             gone = [i for i, r in zip(ids, raw, strict=True) if r is None]
             if gone:
                 self.redis.zrem(keys.workers_key(self.prefix), *gone)
@@ -246,7 +275,10 @@ class Broker:
         """
         with self.translated():
             pipe = self.redis.pipeline(transaction=False)
-            pipe.time()
+            # NOTE: a cluster pipeline cannot carry TIME (no key to route it by).
+            timed = not self.cluster
+            if timed:
+                pipe.time()
             for qk in qks:
                 for key in qk.all_pending:
                     pipe.llen(key)
@@ -259,9 +291,10 @@ class Broker:
                 pipe.hgetall(qk.durations)
             # NOTE: a key of the wrong type (written by hand) reads as empty, not as a failure.
             replies = [None if isinstance(x, Exception) else x for x in pipe.execute(False)]
+            now = replies.pop(0) if timed else self.redis.time()
             out: list[dict[str, Any]] = []
             tails: list[list[str]] = []
-            at = 1
+            at = 0
             for qk in qks:
                 n = qk.levels
                 r = replies[at : at + 2 * n + 6]
@@ -284,7 +317,7 @@ class Broker:
                 for entry, ids in zip(out, tails, strict=True):
                     known = [t for t in (self._ready_since(next(times)) for _ in ids) if t]
                     entry["ready_since_ms"] = min(known) if known else None
-        now = replies[0] if isinstance(replies[0], list | tuple) else (0, 0)
+        now = now if isinstance(now, list | tuple) else (0, 0)
         return int(now[0]) * 1000 + int(now[1]) // 1000, out
 
     @staticmethod

@@ -129,7 +129,9 @@ class Scripts:
     def _pipeline(self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for keys, args in calls:
-            pipe.evalsha(sha, len(keys), *keys, *args)
+            # NOTE: execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks
+            # the evalsha method but routes the command by its keys like any other.
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         return list(pipe.execute(raise_on_error=False))
 
     @staticmethod
