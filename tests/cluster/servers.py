@@ -105,6 +105,9 @@ class Cluster(Servers):
             "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
             "--cluster-port", str(self.bus_ports[port]),
             "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS), "--save", "",
+            # NOTE: a replica may always take over: a busy shared test machine can delay
+            # its last contact with the master past the default validity window.
+            "--cluster-replica-validity-factor", "0",
             "--appendonly", "no", *acl_args(),
         ]  # fmt: skip
         if self.tls:
