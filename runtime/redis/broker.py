@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
 from dtqs.runtime.redis import keys
-from dtqs.runtime.redis.connect import connect, is_cluster, redact
+from dtqs.runtime.redis.connect import AUTH_FAILED, connect, is_auth_failure, is_cluster, redact
 from dtqs.runtime.redis.keys import QueueKeys
 from dtqs.runtime.redis.scripts import Scripts
 
@@ -42,6 +42,8 @@ def translated(url: str = "") -> Iterator[None]:
         redis.exceptions.RedisClusterException,  # e.g. slots not covered yet
     ) as exc:
         where = f" at {redact(url)}" if url else ""
+        if is_auth_failure(str(exc)):
+            raise BrokerUnavailableError(f"Redis{where} {AUTH_FAILED}: {exc}") from exc
         raise BrokerUnavailableError(f"Redis is unreachable{where}: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
         text = str(exc)
@@ -49,6 +51,9 @@ def translated(url: str = "") -> Iterator[None]:
             raise BrokerUnavailableError(
                 "Redis is out of memory (maxmemory reached); nothing was stored"
             ) from exc
+        if is_auth_failure(text):
+            where = f" at {redact(url)}" if url else ""
+            raise BrokerUnavailableError(f"Redis{where} {AUTH_FAILED}: {text}") from exc
         if text.startswith(("MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "LOADING")):
             raise BrokerUnavailableError(f"Redis cannot take writes now: {text}") from exc
         raise DtqsError(f"Redis refused a command: {text}") from exc

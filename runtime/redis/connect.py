@@ -179,10 +179,10 @@ def _cluster(url: str, target: Target, common: dict[str, Any]) -> RedisCluster:
             **_tls_kwargs(target),
             **kwargs,
         )
-    except (redis.exceptions.RedisError, OSError) as exc:
-        raise BrokerUnavailableError(
-            f"Redis Cluster at {redact(url)} is unreachable: {_scrub(str(exc), target)}"
-        ) from exc
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        text = _scrub(str(exc), target)
+        what = AUTH_FAILED if is_auth_failure(text) else "is unreachable"
+        raise BrokerUnavailableError(f"Redis Cluster at {redact(url)} {what}: {text}") from exc
 
 
 def _sentinel(target: Target, common: dict[str, Any]) -> redis.Redis:
@@ -202,6 +202,17 @@ def _sentinel(target: Target, common: dict[str, Any]) -> redis.Redis:
         **tls,
         **common,
     )
+
+
+#: How an authentication failure reads in errors (the cause follows).
+AUTH_FAILED = "refused the credentials (check the user and password in the URL)"
+_AUTH_MARKS = ("NOAUTH", "WRONGPASS", "invalid username-password", "HELLO must be called",
+               "Authentication required", "invalid password", "AUTH <password> called")  # fmt: skip
+
+
+def is_auth_failure(text: str) -> bool:
+    """Whether a server's error text says the credentials are missing or wrong."""
+    return any(mark.lower() in text.lower() for mark in _AUTH_MARKS)
 
 
 def _scrub(text: str, target: Target) -> str:
