@@ -15,10 +15,18 @@ from typing import Any
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
 from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
 from dtqs.runtime.redis import keys
-from dtqs.runtime.redis.connect import AUTH_FAILED, connect, is_auth_failure, is_cluster, redact
+from dtqs.runtime.redis.connect import (
+    AUTH_FAILED,
+    connect,
+    is_auth_failure,
+    is_cluster,
+    redact,
+    sentinel_failure,
+)
 from dtqs.runtime.redis.keys import QueueKeys
 from dtqs.runtime.redis.scripts import Scripts
 
@@ -35,6 +43,8 @@ def translated(url: str = "") -> Iterator[None]:
         yield
     except redis.exceptions.BusyLoadingError as exc:
         raise BrokerUnavailableError("Redis is loading its data set; try again shortly") from exc
+    except MasterNotFoundError as exc:
+        raise BrokerUnavailableError(sentinel_failure(url, str(exc))) from exc
     except (
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,

@@ -187,7 +187,9 @@ def _cluster(url: str, target: Target, common: dict[str, Any]) -> RedisCluster:
 
 def _sentinel(target: Target, common: dict[str, Any]) -> redis.Redis:
     tls = _tls_kwargs(target)
-    sentinel_kwargs = {k: v for k, v in common.items() if k.startswith("socket_")}
+    # NOTE: the Sentinels' clients get our quick retry too; redis-py's default would
+    # back off for seconds per Sentinel before reporting, say, a wrong password.
+    sentinel_kwargs = {k: v for k, v in common.items() if k.startswith("socket_") or k == "retry"}
     sentinel_kwargs.update(
         tls,
         username=target.options.get("sentinel_username") or None,
@@ -213,6 +215,22 @@ _AUTH_MARKS = ("NOAUTH", "WRONGPASS", "invalid username-password", "HELLO must b
 def is_auth_failure(text: str) -> bool:
     """Whether a server's error text says the credentials are missing or wrong."""
     return any(mark.lower() in text.lower() for mark in _AUTH_MARKS)
+
+
+def sentinel_failure(url: str, text: str) -> str:
+    """A short message for redis-py's MasterNotFoundError (whose text lists every
+    Sentinel client's repr): which Sentinels, which master name, and why if known."""
+    where = redact(url)
+    if "AuthenticationError" in text or is_auth_failure(text):
+        return (
+            f"Redis Sentinels at {where} refused the credentials (check sentinel_username "
+            "and sentinel_password in the URL)"
+        )
+    name = text.split("No master found for ", 1)[-1].split(" ", 1)[0] if text else "?"
+    return (
+        f"Redis is unreachable at {where}: no Sentinel named a master {name} "
+        "(Sentinels down, or no such master name)"
+    )
 
 
 def _scrub(text: str, target: Target) -> str:
