@@ -21,6 +21,7 @@ STATE_DIR = ".dtqs"
 #: File in STATE_DIR naming the embedded server's URL and pid while it runs.
 SERVER_FILE = "server.json"
 
+
 def state_dir(manifest: Manifest) -> Path:
     return manifest.root / STATE_DIR
 

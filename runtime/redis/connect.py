@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
 from redis.sentinel import Sentinel
 
 from dtqs.runtime.errors import BrokerUnavailableError, SettingsError
@@ -86,6 +87,11 @@ def check_url(url: str, source: str) -> str:
         )
     if scheme not in SINGLE_SCHEMES:
         parse(url, source)
+        return url
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise SettingsError(f"{source}: {redact(url)!r}: {exc}") from exc
     return url
 
 
@@ -109,7 +115,9 @@ def parse(url: str, source: str = "Redis URL") -> Target:
     allowed = _TLS_OPTIONS + (_SENTINEL_OPTIONS if scheme in SENTINEL_SCHEMES else ())
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise SettingsError(f"{where}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed)}")
+        raise SettingsError(
+            f"{where}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed)}"
+        )
     parts = [p for p in path.split("/") if p]
     service, db = "", 0
     if scheme in SENTINEL_SCHEMES:

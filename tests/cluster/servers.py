@@ -40,8 +40,8 @@ def acl_args() -> list[str]:
 def admin(port: int, **tls: object) -> redis.Redis:
     """A plain client on one node, as the ACL user (never the cluster-aware client)."""
     return redis.Redis(
-        host="127.0.0.1", port=port, username=USER, password=PASSWORD, decode_responses=True, socket_timeout=5,
-        **tls,  # type: ignore[arg-type]
+        host="127.0.0.1", port=port, username=USER, password=PASSWORD,
+        decode_responses=True, socket_timeout=5, **tls,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -155,9 +155,10 @@ class Cluster(Servers):
         """Ports of the live masters."""
         out = []
         for port, proc in self.procs.items():
-            if proc.poll() is None and admin(port, **self.client_tls()).info("replication")[
-                "role"
-            ] == "master":
+            if (
+                proc.poll() is None
+                and admin(port, **self.client_tls()).info("replication")["role"] == "master"
+            ):
                 out.append(port)
         return sorted(out)
 
@@ -228,8 +229,8 @@ class SentinelGroup(Servers):
         return self
 
     def sentinel(self, port: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, password=self.SENTINEL_PASSWORD, decode_responses=True,
-                           socket_timeout=5)  # fmt: skip
+        return redis.Redis(host="127.0.0.1", port=port, password=self.SENTINEL_PASSWORD,
+                           decode_responses=True, socket_timeout=5)  # fmt: skip
 
     def sentinels_agree(self) -> bool:
         for port in self.sentinel_ports:
@@ -254,8 +255,8 @@ class SentinelGroup(Servers):
 def make_certs(folder: Path) -> dict[str, str]:
     """A CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
     folder.mkdir(parents=True, exist_ok=True)
-    ca_key, ca, key, csr, cert = (str(folder / n) for n in
-                                  ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))  # fmt: skip
+    names = ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")
+    ca_key, ca, key, csr, cert = (str(folder / n) for n in names)
     ext = folder / "san.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     steps: Sequence[list[str]] = [

@@ -19,9 +19,15 @@ from dtqs.runtime.redis.broker import Broker
 from tests.cluster.servers import PASSWORD, PASSWORD_URL, USER, Cluster
 
 QUEUES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
-MANIFEST = "version: 1\nqueues:\n" + "".join(f"  {q}: {{}}\n" for q in QUEUES) + (
-    "functions:\n" + "".join(f"  f_{q}: {{handler: functions/tasks.py:echo, queue: {q}}}\n"
-                             for q in QUEUES)  # fmt: skip
+MANIFEST = (
+    "version: 1\nqueues:\n"
+    + "".join(f"  {q}: {{}}\n" for q in QUEUES)
+    + (
+        "functions:\n"
+        + "".join(
+            f"  f_{q}: {{handler: functions/tasks.py:echo, queue: {q}}}\n" for q in QUEUES
+        )  # fmt: skip
+    )
 )
 
 

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from dtqs.runtime.client import Client
 from dtqs.runtime.errors import DtqsError
 from tests.cluster.servers import Cluster, SentinelGroup
 from tests.conftest import SAMPLE, Ledger, free_port
 
+RETRY = "    retry: {max_attempts: 5, backoff: fixed, initial_delay: 100ms, jitter: false}"
 QUEUES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
 
 
@@ -33,8 +32,7 @@ def manifest(queues: list[str]) -> str:
     lines += [f"  {q}: {{concurrency: 4, visibility_timeout: 2s}}" for q in queues]
     lines += ["functions:"]
     for q in queues:
-        lines += [f"  work_{q}:", "    handler: functions/ledger.py:work", f"    queue: {q}",
-                  "    retry: {max_attempts: 5, backoff: fixed, initial_delay: 100ms, jitter: false}"]  # fmt: skip
+        lines += [f"  work_{q}:", "    handler: functions/ledger.py:work", f"    queue: {q}", RETRY]
     lines += ["workers:", "  grace: 3s", "  heartbeat_interval: 200ms", "  reclaim_interval: 300ms"]
     return "\n".join(lines) + "\n"
 
@@ -114,9 +112,7 @@ def first_done_after(ledger: Ledger, stream: Stream, queues: set[str], after: fl
 
 def start_workers(procs: Any, root: Path, url: str, ledger: Ledger, processes: int = 2) -> Any:
     env = procs.env(url, DTQS_TEST_LEDGER=str(ledger.path), DTQS_TEST_SLEEP_S="0.005")
-    return procs.spawn(
-        ["worker", "--processes", str(processes), "--concurrency", "4"], root, env
-    )
+    return procs.spawn(["worker", "--processes", str(processes), "--concurrency", "4"], root, env)
 
 
 def report(title: str, figures: dict[str, Any]) -> None:
@@ -125,10 +121,16 @@ def report(title: str, figures: dict[str, Any]) -> None:
 
 
 def test_a_killed_master_fails_over_and_processing_resumes(
-    fresh_cluster: Cluster, project: Any, procs: Any, ledger: Ledger, wait_for: Any,
+    fresh_cluster: Cluster,
+    project: Any,
+    procs: Any,
+    ledger: Ledger,
+    wait_for: Any,
     record_property: Any,
 ) -> None:
-    p = project(manifest(QUEUES), {"functions/ledger.py": (SAMPLE / "functions/ledger.py").read_text()})
+    p = project(
+        manifest(QUEUES), {"functions/ledger.py": (SAMPLE / "functions/ledger.py").read_text()}
+    )
     url = fresh_cluster.url()
     masters = {q: fresh_cluster.master_of(f"dtqs:{{{q}}}:scheduled") for q in QUEUES}
     assert len(set(masters.values())) >= 2, f"queues all on one master: {masters}"
@@ -169,11 +171,17 @@ def test_a_killed_master_fails_over_and_processing_resumes(
 
 
 def test_sentinel_failover_workers_and_api_follow_the_new_master(
-    sentinel_group: SentinelGroup, project: Any, procs: Any, ledger: Ledger, wait_for: Any,
+    sentinel_group: SentinelGroup,
+    project: Any,
+    procs: Any,
+    ledger: Ledger,
+    wait_for: Any,
     record_property: Any,
 ) -> None:
     queues = QUEUES[:2]
-    p = project(manifest(queues), {"functions/ledger.py": (SAMPLE / "functions/ledger.py").read_text()})
+    p = project(
+        manifest(queues), {"functions/ledger.py": (SAMPLE / "functions/ledger.py").read_text()}
+    )
     url = sentinel_group.url()
     old_master = sentinel_group.master_port()
     worker = start_workers(procs, p.root, url, ledger, processes=1)

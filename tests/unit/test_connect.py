@@ -19,7 +19,10 @@ from dtqs.runtime.redis.connect import check_url, connect, parse, redact
             "redis+sentinel://u:pw@a:1,b:2/m/3?sentinel_password=spw&ssl_cert_reqs=none",
             "redis+sentinel://u:***@a:1,b:2/m/3?sentinel_password=***&ssl_cert_reqs=none",
         ),
-        ("redis+sentinel://a:1/m?sentinel_password=spw", "redis+sentinel://a:1/m?sentinel_password=***"),
+        (
+            "redis+sentinel://a:1/m?sentinel_password=spw",
+            "redis+sentinel://a:1/m?sentinel_password=***",
+        ),
     ],
 )
 def test_redact_hides_every_password(url, shown):
@@ -27,7 +30,9 @@ def test_redact_hides_every_password(url, shown):
 
 
 def test_cluster_url():
-    t = parse("rediss+cluster://app:p%40ss%2Fw@10.0.0.1:7000,[::1]:7001,node3/?ssl_ca_certs=/ca.pem")
+    t = parse(
+        "rediss+cluster://app:p%40ss%2Fw@10.0.0.1:7000,[::1]:7001,node3/?ssl_ca_certs=/ca.pem"
+    )
     assert t.nodes == [("10.0.0.1", 7000), ("::1", 7001), ("node3", 6379)]
     assert (t.username, t.password, t.tls, t.db) == ("app", "p@ss/w", True, 0)
     assert t.options == {"ssl_ca_certs": "/ca.pem"}
@@ -52,7 +57,10 @@ def test_sentinel_url():
         ("redis+cluster://u:topsecret@h:notaport", "is not host:port"),
         ("redis+sentinel://u:topsecret@h:1", r"expected /<master name>\[/<db>\]"),
         ("redis+sentinel://u:topsecret@h:1/m/x", "database must be a number"),
-        ("redis+cluster://u:topsecret@h:1/?sentinel_password=z", "unknown option 'sentinel_password'"),
+        (
+            "redis+cluster://u:topsecret@h:1/?sentinel_password=z",
+            "unknown option 'sentinel_password'",
+        ),
         ("redis+sentinel://u:topsecret@h:1/m?timeout=3", "unknown option 'timeout'"),
     ],
 )
@@ -72,3 +80,9 @@ def test_an_unreachable_cluster_is_unavailable_and_the_password_stays_hidden(unu
     with pytest.raises(BrokerUnavailableError, match="unreachable") as err:
         connect(url, socket_connect_timeout=0.5, decode_responses=True)
     assert "topsecret" not in str(err.value) and "app:***@" in str(err.value)
+
+
+def test_a_malformed_single_server_url_is_a_settings_error():
+    with pytest.raises(SettingsError, match="--redis-url: 'redis://u:\\*\\*\\*@h:x/0'") as err:
+        check_url("redis://u:topsecret@h:x/0", "--redis-url")
+    assert "topsecret" not in str(err.value)
