@@ -141,6 +141,9 @@ class Manifest:
     workers: WorkerSpec = field(default_factory=WorkerSpec)
     prefix: str = "dtqs"  #: namespace of every Redis key
     api: ApiSpec = field(default_factory=ApiSpec)
+    #: replicas that must confirm a submission (Redis WAIT) before it is acknowledged
+    wait_replicas: int = 0
+    wait_timeout_s: float = 1.0  #: how long a submission waits for them
 
 
 def parse_duration(value: object, *, where: str = "") -> float:
@@ -291,6 +294,8 @@ class _Builder:
             workers=self.workers(self.get(data, (), "workers", {})),
             prefix=self.get(redis, ("redis",), "prefix", "dtqs"),
             api=self.api(data.get("api")),  # its parts are checked one by one
+            wait_replicas=self.get(redis, ("redis",), "wait_replicas", 0),
+            wait_timeout_s=self.seconds(redis, ("redis",), "wait_timeout", 1.0, least=_ABOVE_ZERO),
         )
 
     def queue(self, name: str, raw: Any) -> QueueSpec | None:

@@ -27,8 +27,9 @@ from dtqs.runtime.redis.connect import (
     redact,
     sentinel_failure,
 )
+from dtqs.runtime.redis.durable import enqueue_confirmed
 from dtqs.runtime.redis.keys import QueueKeys
-from dtqs.runtime.redis.scripts import Scripts
+from dtqs.runtime.redis.scripts import NewTask, Scripts
 
 #: Seconds a command may take before the call fails as unavailable.
 DEFAULT_SOCKET_TIMEOUT_S = 5.0
@@ -123,6 +124,17 @@ class Broker:
         if k is None:
             k = self._qkeys[(queue, levels)] = QueueKeys(self.prefix, queue, levels)
         return k
+
+    def enqueue(
+        self, groups: Sequence[tuple[QueueKeys, Sequence[NewTask]]], replicas: int = 0,
+        timeout_s: float = 1.0,
+    ) -> list[Any]:  # fmt: skip
+        """Store tasks (one script call per queue); with `replicas`, only once that many
+        replicas confirm them (see durable.py)."""
+        if replicas <= 0:
+            return self.scripts.enqueue(groups)
+        return enqueue_confirmed(self.redis, self.scripts, groups, replicas,
+                                 max(1, int(timeout_s * 1000)))  # fmt: skip
 
     def translated(self) -> Any:
         return translated(self.url)

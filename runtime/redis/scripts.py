@@ -126,6 +126,13 @@ class Scripts:
                 raise reply
         return replies
 
+    def enqueue_calls(
+        self, groups: Sequence[tuple[QueueKeys, Sequence[NewTask]]]
+    ) -> tuple[Script, list[tuple[list[str], list[Any]]]]:
+        """The enqueue script and its (KEYS, ARGV) per queue, for a caller that must run
+        them on a connection of its own choosing (runtime/redis/durable.py: WAIT)."""
+        return self._script("enqueue"), [self._enqueue_call(qk, tasks) for qk, tasks in groups]
+
     def _pipeline(self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for keys, args in calls:

@@ -30,7 +30,10 @@ CLUSTER_NODE_TIMEOUT_MS = 1500
 
 
 def acl_args() -> list[str]:
+    """ACL user and passwords, plus a replica sync that starts at once (the default
+    diskless sync waits 5 s for more replicas; WAIT counts only synced ones)."""
     return [
+        "--repl-diskless-sync-delay", "0",
         "--requirepass", ADMIN_PASSWORD,
         "--user", USER, "on", f">{PASSWORD}", "~*", "&*", "+@all",
         "--masteruser", USER, "--masterauth", PASSWORD,
@@ -59,6 +62,12 @@ def wait_until(check: object, timeout: float, what: str) -> object:
     raise RuntimeError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def replica_online(info: dict[str, object]) -> bool:
+    """Whether a master's INFO replication shows a replica done with its initial sync."""
+    replica = info.get("slave0")
+    return isinstance(replica, dict) and replica.get("state") == "online"
+
+
 @dataclass
 class Servers:
     """redis-server processes started for one test (or session); killed by stop()."""
@@ -77,6 +86,12 @@ class Servers:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs[port] = proc
         return proc
+
+    def restart(self, port: int) -> None:
+        """Start a killed server again with its arguments (a cluster node rejoins)."""
+        args = self.procs[port].args
+        self.procs[port] = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)  # fmt: skip
 
     def kill(self, port: int) -> None:
         proc = self.procs[port]
@@ -147,7 +162,7 @@ class Cluster(Servers):
             info = node.info("replication")
             if info["role"] == "master":
                 masters += 1
-                if int(info.get("connected_slaves", 0)) < 1:
+                if not replica_online(info):
                     return False
         return masters == 3
 
@@ -204,7 +219,7 @@ class SentinelGroup(Servers):
         for port in self.data_ports:
             wait_until(admin(port).ping, 10, f"redis {port}")
         wait_until(
-            lambda: admin(master).info("replication").get("connected_slaves") == 1,
+            lambda: replica_online(admin(master).info("replication")),
             15, "the replica to sync",
         )  # fmt: skip
         for port in self.sentinel_ports:

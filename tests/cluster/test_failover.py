@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dtqs.runtime.client import Client
 from dtqs.runtime.errors import DtqsError
 from tests.cluster.servers import Cluster, SentinelGroup
@@ -27,8 +29,9 @@ RETRY = "    retry: {max_attempts: 5, backoff: fixed, initial_delay: 100ms, jitt
 QUEUES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
 
 
-def manifest(queues: list[str]) -> str:
-    lines = ["version: 1", "queues:"]
+def manifest(queues: list[str], wait_replicas: int = 0) -> str:
+    lines = ["version: 1", f"redis: {{wait_replicas: {wait_replicas}, wait_timeout: 1s}}"]
+    lines += ["queues:"]
     lines += [f"  {q}: {{concurrency: 4, visibility_timeout: 2s}}" for q in queues]
     lines += ["functions:"]
     for q in queues:
@@ -120,7 +123,9 @@ def report(title: str, figures: dict[str, Any]) -> None:
     print(f"\n[{title}] " + json.dumps(shown, sort_keys=True))
 
 
+@pytest.mark.parametrize("wait_replicas", [0, 1])
 def test_a_killed_master_fails_over_and_processing_resumes(
+    wait_replicas: int,
     fresh_cluster: Cluster,
     project: Any,
     procs: Any,
@@ -129,7 +134,8 @@ def test_a_killed_master_fails_over_and_processing_resumes(
     record_property: Any,
 ) -> None:
     p = project(
-        manifest(QUEUES), {"functions/ledger.py": (SAMPLE / "functions/ledger.py").read_text()}
+        manifest(QUEUES, wait_replicas),
+        {"functions/ledger.py": (SAMPLE / "functions/ledger.py").read_text()},
     )
     url = fresh_cluster.url()
     masters = {q: fresh_cluster.master_of(f"dtqs:{{{q}}}:scheduled") for q in QUEUES}
@@ -144,6 +150,12 @@ def test_a_killed_master_fails_over_and_processing_resumes(
         wait_for(lambda: len(ledger.dones()) >= 150, 60, "workers draining the stream")
         killed_at = time.time()
         fresh_cluster.kill(victim)
+        if wait_replicas:
+            # The promoted replica has no replica of its own, so WAIT refuses its queues'
+            # submissions until the old master comes back (as the new one's replica).
+            wait_for(lambda: fresh_cluster.master_of("dtqs:{alpha}:notify") != victim, 30,
+                     "a replica promoted")  # fmt: skip
+            fresh_cluster.restart(victim)
         # Resumed: a task of a queue on the killed master, submitted after the kill,
         # has finished (its replica was promoted; clients found the new layout).
         try:
@@ -160,6 +172,7 @@ def test_a_killed_master_fails_over_and_processing_resumes(
         figures = drain(client, stream, ledger, wait_for, 60)
     figures.update(resumed_s=round(resumed_s, 2), killed_master=victim,
                    queues_on_killed_master=sorted(hit))  # fmt: skip
+    figures["wait_replicas"] = wait_replicas
     report("cluster failover", figures)
     for k, v in figures.items():
         record_property(k, len(v) if isinstance(v, list) else v)
@@ -168,6 +181,8 @@ def test_a_killed_master_fails_over_and_processing_resumes(
     # Asynchronous replication loses at most what was acked just before the kill.
     assert all(stream.acked[t][1] > killed_at - 5 for t in figures["lost"])
     assert fresh_cluster.master_of("dtqs:{alpha}:scheduled") != victim
+    if wait_replicas:  # every acknowledged task reached the replica that took over
+        assert figures["lost"] == []
 
 
 def test_sentinel_failover_workers_and_api_follow_the_new_master(

@@ -635,3 +635,14 @@ def test_api_token_problems(project: Path) -> None:
     assert any("dtqs.yaml:9: api.tokens.a.token" in p and "UNSET" in p for p in found), found
     assert any("dtqs.yaml:10: api.tokens.b.scope" in p for p in found), found
     assert any("dtqs.yaml:12: api.tokens.d.token" in p and "same token" in p for p in found)
+
+
+def test_redis_wait_replicas(project: Path) -> None:
+    assert load_manifest(write(project, BASE), environ={}).wait_replicas == 0
+    text = BASE + "redis: {url: 'redis+cluster://h:1', wait_replicas: 1, wait_timeout: 250ms}\n"
+    manifest = load_manifest(write(project, text), environ={})
+    assert (manifest.wait_replicas, manifest.wait_timeout_s) == (1, 0.25)
+    [negative] = problems(project, BASE + "redis: {wait_replicas: -1}\n")
+    assert "redis.wait_replicas: -1 is less than the minimum of 0" in negative
+    [zero] = problems(project, BASE + "redis: {wait_replicas: 1, wait_timeout: 0s}\n")
+    assert "redis.wait_timeout" in zero and "too short" in zero
