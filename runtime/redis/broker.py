@@ -62,6 +62,11 @@ def translated(url: str = "") -> Iterator[None]:
             raise BrokerUnavailableError(
                 "Redis is out of memory (maxmemory reached); nothing was stored"
             ) from exc
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            raise BrokerUnavailableError(
+                f"the Redis user lacks a permission dtqs needs ({text}); grant it +@all "
+                "on the key pattern ~<prefix>:* (see README, Production)"
+            ) from exc
         if is_auth_failure(text):
             where = f" at {redact(url)}" if url else ""
             raise BrokerUnavailableError(f"Redis{where} {AUTH_FAILED}: {text}") from exc
