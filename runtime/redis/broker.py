@@ -121,7 +121,8 @@ class Broker:
 
     @property
     def cluster(self) -> bool:
-        """True on Redis Cluster, where a pipeline spans nodes and cannot carry EVALSHA."""
+        """True on Redis Cluster, where a pipeline spans nodes and cannot carry a keyless
+        command (TIME, WAIT) or MGET across slots."""
         return is_cluster(self.redis)
 
     def qkeys(self, queue: str, levels: int) -> QueueKeys:

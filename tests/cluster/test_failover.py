@@ -46,7 +46,7 @@ class Stream:
 
     client: Client
     queues: list[str]
-    acked: dict[str, tuple[str, float]] = field(default_factory=dict)  #: id -> (queue, at)
+    acked: dict[str, tuple[str, float]] = field(default_factory=dict)  #: id -> (queue, sent)
     refused: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -56,9 +56,10 @@ class Stream:
             while not self.stop.is_set():
                 queue = self.queues[n % len(self.queues)]
                 n += 1
-                try:
+                sent = time.time()  # NOTE: when sent, not when acked: "after the kill"
+                try:  # must mean sent after it, not merely answered after it
                     task_id = self.client.submit(f"work_{queue}", {})
-                    self.acked[task_id] = (queue, time.time())
+                    self.acked[task_id] = (queue, sent)
                 except DtqsError:
                     self.refused += 1  # not acknowledged: not the engine's to keep
                 time.sleep(interval_s)
