@@ -62,6 +62,11 @@ def enqueue_confirmed(
         # NOTE: we bypassed the cluster client, so it learns a new layout only if told.
         client.nodes_manager.initialize()
         raise BrokerUnavailableError(f"Redis Cluster is changing its layout: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if "replica" not in str(exc):  # "WAIT cannot be used with replica instances"
+            raise
+        client.nodes_manager.initialize()  # a demoted master, still in our old layout
+        raise BrokerUnavailableError(f"Redis Cluster is changing its layout: {exc}") from exc
     return replies
 
 
@@ -76,10 +81,13 @@ def _run_and_wait(
                                 timeout_ms)  # fmt: skip
         for i, reply in zip(missing, again, strict=True):
             replies[i] = reply
-        confirmed = min(confirmed, more)
-    for reply in replies:
+        if not isinstance(confirmed, Exception):  # else keep the first error
+            confirmed = more if isinstance(more, Exception) else min(confirmed, more)
+    for reply in replies:  # NOTE: before WAIT's own error: a MOVED says more
         if isinstance(reply, Exception):
             raise reply
+    if isinstance(confirmed, Exception):
+        raise confirmed
     if confirmed < replicas:
         raise BrokerUnavailableError(
             f"stored on the master but confirmed by {confirmed} of {replicas} replicas "
@@ -90,13 +98,12 @@ def _run_and_wait(
 
 def _pipeline(
     client: Any, sha: str, calls: Sequence[Call], replicas: int, timeout_ms: int
-) -> tuple[list[Any], int]:
-    """EVALSHA per call, then WAIT, on one connection; (script replies, replicas that ack)."""
+) -> tuple[list[Any], Any]:
+    """EVALSHA per call, then WAIT, on one connection: (script replies, WAIT's reply:
+    how many replicas confirmed, or its error)."""
     pipe = client.pipeline(transaction=False)
     for keys, args in calls:
         pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
     pipe.execute_command("WAIT", replicas, timeout_ms)
     *replies, confirmed = pipe.execute(raise_on_error=False)
-    if isinstance(confirmed, Exception):
-        raise confirmed
-    return list(replies), int(confirmed)
+    return list(replies), confirmed

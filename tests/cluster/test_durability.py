@@ -63,3 +63,31 @@ def test_without_a_live_replica_a_submission_is_refused(fresh_cluster: Cluster,
         # Refused, yet on the master: one task, which is why retries must reuse the key.
         assert sum(c.queues()["alpha"]["pending"].values()) == 1
         assert c.get(c.submit(f"f_{other}", 2)).state == "queued"  # its master has a replica
+
+
+def test_a_client_with_an_old_layout_recovers_after_a_manual_failover(
+    fresh_cluster: Cluster, project: Any, wait_for: Any
+) -> None:
+    """The WAIT path talks to masters directly, past the cluster client's redirects:
+    a master demoted under it must make it learn the new layout, not fail for good."""
+    p = project(manifest("wait_replicas: 1, wait_timeout: 2s"))
+    old = fresh_cluster.master_of("dtqs:{alpha}:notify")
+    replica = next(
+        port for port in fresh_cluster.ports
+        if admin(port).info("replication").get("master_port") == old
+    )  # fmt: skip
+    with Client(redis_url=fresh_cluster.url(), manifest=p.manifest()) as c:
+        c.submit("f_alpha", 0)  # the client now knows `old` as alpha's master
+        admin(replica).execute_command("CLUSTER FAILOVER")
+        wait_for(lambda: admin(old).info("replication")["role"] == "slave"
+                 and fresh_cluster.healthy(), 30, "the replica to take over")  # fmt: skip
+
+        def submitted() -> str | None:
+            try:
+                return c.submit("f_alpha", 1)
+            except BrokerUnavailableError:  # "changing its layout": once, then refreshed
+                return None
+
+        task_id = wait_for(submitted, 10, "a confirmed submission on the new master", 0.2)
+        assert c.get(task_id).state == "queued"
+        assert fresh_cluster.master_of("dtqs:{alpha}:notify") == replica

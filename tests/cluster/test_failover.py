@@ -163,7 +163,9 @@ def test_a_killed_master_fails_over_and_processing_resumes(
             wait_for(lambda: first_done_after(ledger, stream, hit, killed_at), 60,
                      "processing of the failed-over queues to resume")  # fmt: skip
         except BaseException:
-            print(f"masters now: {fresh_cluster.masters()}; worker output:")
+            after = sorted(q for q, sent in stream.acked.values() if sent > killed_at)
+            print(f"masters now: {fresh_cluster.masters()}; acked after the kill: {after}; "
+                  f"refused: {stream.refused}; worker output:")  # fmt: skip
             print(procs.output(worker)[-4000:])
             raise
         resumed_s = first_done_after(ledger, stream, hit, killed_at) - killed_at
