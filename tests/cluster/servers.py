@@ -206,26 +206,39 @@ class SentinelGroup(Servers):
     MASTER = "dtqsmaster"
     SENTINEL_PASSWORD = "sentinel-pw-77"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tls: dict[str, str] | None = None) -> None:
         super().__init__(folder)
+        self.tls = tls
         self.data_ports = [free_port(), free_port()]
         self.sentinel_ports = [free_port() for _ in range(3)]
 
+    def client_tls(self) -> dict[str, object]:
+        return {"ssl": True, "ssl_ca_certs": self.tls["ca"]} if self.tls else {}
+
     def create(self) -> SentinelGroup:
         master, replica = self.data_ports
-        self.start(master, "--save", "", "--appendonly", "no", *acl_args())
-        self.start(replica, "--save", "", "--appendonly", "no", *acl_args(),
-                   "--replicaof", "127.0.0.1", str(master))  # fmt: skip
+        tls = [*tls_server_args(self.tls), "--tls-replication", "yes"] if self.tls else []
+        self.start(master, "--save", "", "--appendonly", "no", *acl_args(), *tls,
+                   tls_port=bool(self.tls))  # fmt: skip
+        self.start(replica, "--save", "", "--appendonly", "no", *acl_args(), *tls,
+                   "--replicaof", "127.0.0.1", str(master), tls_port=bool(self.tls))  # fmt: skip
         for port in self.data_ports:
-            wait_until(admin(port).ping, 10, f"redis {port}")
+            wait_until(admin(port, **self.client_tls()).ping, 10, f"redis {port}")
         wait_until(
-            lambda: replica_online(admin(master).info("replication")),
+            lambda: replica_online(admin(master, **self.client_tls()).info("replication")),
             15, "the replica to sync",
         )  # fmt: skip
         for port in self.sentinel_ports:
             conf = self.folder / f"sentinel-{port}.conf"
+            listen = f"port {port}\n"
+            if self.tls:
+                listen = (
+                    f"port 0\ntls-port {port}\ntls-cert-file {self.tls['cert']}\n"
+                    f"tls-key-file {self.tls['key']}\ntls-ca-cert-file {self.tls['ca']}\n"
+                    "tls-auth-clients no\ntls-replication yes\n"
+                )
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                f"{listen}bind 127.0.0.1\ndir {self.folder}\n"
                 f"requirepass {self.SENTINEL_PASSWORD}\n"
                 f"sentinel monitor {self.MASTER} 127.0.0.1 {master} 2\n"
                 f"sentinel auth-user {self.MASTER} {USER}\n"
@@ -245,7 +258,8 @@ class SentinelGroup(Servers):
 
     def sentinel(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, password=self.SENTINEL_PASSWORD,
-                           decode_responses=True, socket_timeout=5)  # fmt: skip
+                           decode_responses=True, socket_timeout=5,
+                           **self.client_tls())  # type: ignore[arg-type]  # fmt: skip
 
     def sentinels_agree(self) -> bool:
         for port in self.sentinel_ports:
@@ -263,8 +277,11 @@ class SentinelGroup(Servers):
 
     def url(self, *, db: int = 0, sentinel_password: bool = True) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        query = f"?sentinel_password={self.SENTINEL_PASSWORD}" if sentinel_password else ""
-        return f"redis+sentinel://{USER}:{PASSWORD_URL}@{hosts}/{self.MASTER}/{db}{query}"
+        options = [f"sentinel_password={self.SENTINEL_PASSWORD}"] if sentinel_password else []
+        options += [f"ssl_ca_certs={self.tls['ca']}"] if self.tls else []
+        query = "?" + "&".join(options) if options else ""
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{USER}:{PASSWORD_URL}@{hosts}/{self.MASTER}/{db}{query}"
 
 
 def make_certs(folder: Path) -> dict[str, str]:

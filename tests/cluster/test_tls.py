@@ -16,6 +16,7 @@ from tests.cluster.servers import (
     PASSWORD_URL,
     USER,
     Cluster,
+    SentinelGroup,
     Servers,
     acl_args,
     admin,
@@ -91,3 +92,20 @@ def test_a_tls_cluster(tmp_path, certs, project, procs, wait_for):
         assert sum(q["stats"].get("processed", 0) for q in queues.values()) == 4
     finally:
         cluster.stop()
+
+
+def test_a_tls_sentinel_group(tmp_path, certs, project, procs, wait_for):
+    group = SentinelGroup(tmp_path / "tls-sentinel", tls=certs)
+    group.folder.mkdir()
+    try:
+        group.create()
+        url = group.url(db=2)
+        assert url.startswith("rediss+sentinel://") and "ssl_ca_certs=" in url
+        p = project(MANIFEST)
+        procs.spawn(["worker", "--processes", "1", "--concurrency", "2"], p.root, procs.env(url))
+        with Client(redis_url=url, config=p.config) as c:
+            ids = c.submit_many([{"function": f, "payload": f} for f in "abcd"])
+            wait_for(lambda: all(c.get(t).state == "succeeded" for t in ids), 30,
+                     "a worker over TLS (through TLS Sentinels) to run the tasks")  # fmt: skip
+    finally:
+        group.stop()
