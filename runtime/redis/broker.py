@@ -125,28 +125,6 @@ class Broker:
                 pipe.hgetall(qk.task(task_id))
             return [r for r in pipe.execute(raise_on_error=False) if isinstance(r, dict) and r]
 
-    def queue_counts(self, qk: QueueKeys) -> dict[str, Any]:
-        """Depth per level, scheduled, in flight, dead, paused and counters, in one round trip."""
-        with self.translated():
-            pipe = self.redis.pipeline(transaction=False)
-            for key in qk.all_pending:
-                pipe.llen(key)
-            pipe.zcard(qk.scheduled)
-            pipe.zcard(qk.active)
-            pipe.zcard(qk.dead)
-            pipe.exists(qk.paused)
-            pipe.hgetall(qk.stats)
-            r = pipe.execute()
-        n = qk.levels
-        return {
-            "pending": [int(x) for x in r[:n]],
-            "scheduled": int(r[n]),
-            "active": int(r[n + 1]),
-            "dead": int(r[n + 2]),
-            "paused": bool(r[n + 3]),
-            "stats": {k: int(v) for k, v in r[n + 4].items()},
-        }
-
     def dead_ids(self, qk: QueueKeys, start: int, count: int) -> list[str]:
         with self.translated():
             return [str(x) for x in self.redis.zrange(qk.dead, start, start + count - 1)]
@@ -242,7 +220,8 @@ class Broker:
 
         Per queue: ``pending`` (depth per level), ``ready_since_ms`` (when the oldest
         ready task became ready; None if none), ``scheduled``, ``active``, ``dead``,
-        ``paused``, and the raw ``stats`` and ``durations`` hashes.
+        ``paused``, the raw ``stats`` and ``durations`` hashes, and ``rates`` (the rate
+        samples, newest first).
         """
         with self.translated():
             pipe = self.redis.pipeline(transaction=False)
@@ -257,6 +236,7 @@ class Broker:
                 pipe.exists(qk.paused)
                 pipe.hgetall(qk.stats)
                 pipe.hgetall(qk.durations)
+                pipe.lrange(qk.rates, 0, -1)
             # NOTE: a key of the wrong type (written by hand) reads as empty, not as a failure.
             replies = [None if isinstance(x, Exception) else x for x in pipe.execute(False)]
             out: list[dict[str, Any]] = []
@@ -264,14 +244,15 @@ class Broker:
             at = 1
             for qk in qks:
                 n = qk.levels
-                r = replies[at : at + 2 * n + 6]
-                at += 2 * n + 6
+                r = replies[at : at + 2 * n + 7]
+                at += 2 * n + 7
                 entry: dict[str, Any] = {"pending": [int(x or 0) for x in r[0 : 2 * n : 2]]}
                 for i, name in enumerate(("scheduled", "active", "dead")):
                     entry[name] = int(r[2 * n + i] or 0)
                 entry["paused"] = bool(r[2 * n + 3])
                 entry["stats"] = r[2 * n + 4] or {}
                 entry["durations"] = r[2 * n + 5] or {}
+                entry["rates"] = [str(x) for x in r[2 * n + 6] or ()]
                 entry["ready_since_ms"] = None
                 out.append(entry)
                 tails.append([str(t) for t in r[1 : 2 * n : 2] if t])
@@ -286,6 +267,16 @@ class Broker:
                     entry["ready_since_ms"] = min(known) if known else None
         now = replies[0] if isinstance(replies[0], list | tuple) else (0, 0)
         return int(now[0]) * 1000 + int(now[1]) // 1000, out
+
+    def add_rate_samples(self, samples: Sequence[tuple[QueueKeys, str]], keep: int) -> None:
+        """Push one rate sample per queue, keeping the newest ``keep`` (one pipeline)."""
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            for qk, sample in samples:
+                pipe.lpush(qk.rates, sample)
+                pipe.ltrim(qk.rates, 0, keep - 1)
+                pipe.pexpire(qk.rates, 86_400_000)
+            pipe.execute()
 
     @staticmethod
     def _ready_since(reply: Any) -> int | None:
