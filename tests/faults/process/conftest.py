@@ -318,6 +318,8 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.marker = b""
         self.to_drop = 0
+        self.every = 1
+        self.seen = 0
         self.dropped = 0
         self.closed = False
         self.links: set[_Link] = set()
@@ -327,17 +329,21 @@ class FaultProxy:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def drop_replies(self, marker: bytes, n: int) -> None:
+    def drop_replies(self, marker: bytes, n: int, every: int = 1) -> None:
+        """Lose the reply of every `every`-th command containing `marker`, `n` times."""
         with self.lock:
-            self.marker, self.to_drop = marker, n
+            self.marker, self.to_drop, self.every, self.seen = marker, n, every, 0
 
     def _should_drop(self, chunk: bytes) -> bool:
         with self.lock:
-            if self.to_drop > 0 and self.marker in chunk:
-                self.to_drop -= 1
-                self.dropped += 1
-                return True
-            return False
+            if self.to_drop <= 0 or self.marker not in chunk:
+                return False
+            self.seen += 1
+            if self.seen % self.every:
+                return False
+            self.to_drop -= 1
+            self.dropped += 1
+            return True
 
     def _accept(self) -> None:
         while not self.closed:
