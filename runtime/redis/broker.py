@@ -53,7 +53,10 @@ def translated(url: str = "") -> Iterator[None]:
         raise BrokerUnavailableError(f"Redis is unreachable{where}: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
         text = str(exc)
-        if text.startswith("OOM"):
+        # NOTE: a write inside a script is refused without the OOM prefix ("command not
+        # allowed when used memory > 'maxmemory'. script: ..."); the script stops at its
+        # first write, so nothing was stored either way.
+        if text.startswith("OOM") or "used memory > 'maxmemory'" in text:
             raise BrokerUnavailableError(
                 "Redis is out of memory (maxmemory reached); nothing was stored"
             ) from exc

@@ -337,3 +337,24 @@ def test_submission_reaching_redis_after_its_deadline_stores_nothing(project, re
         assert late.get(late.submit("echo", {"x": 2})).state == "queued"
     finally:
         late.close()
+
+
+def test_submission_refused_for_memory_is_unavailable_and_stores_nothing(project, redis_server):
+    # Inside a script Redis refuses a write without the OOM prefix; it must still be a
+    # 503-style "unavailable", not an internal error (issue 6, scenario 12).
+    import redis as redis_py
+
+    from dtqs.runtime.errors import BrokerUnavailableError
+
+    _, port = redis_server("--maxmemory-policy", "noeviction")
+    raw = redis_py.Redis(port=port)
+    raw.set("ballast", b"x" * 2**20)
+    raw.config_set("maxmemory", int(raw.info("memory")["used_memory"]) - 2**19)  # full
+    c = Client(redis_url=f"redis://127.0.0.1:{port}/0", manifest=project().manifest())
+    try:
+        with pytest.raises(BrokerUnavailableError, match="out of memory"):
+            c.submit("echo", {"x": 1})
+        assert raw.keys("dtqs:*") == []
+    finally:
+        c.close()
+        raw.close()
