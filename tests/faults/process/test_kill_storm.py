@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = pytest.mark.timeout(120)
 
 TASKS, BATCH, CLIENTS = 10_000, 100, 8
 CONCURRENCY = 4  #: slots per worker process: the most tasks one kill can interrupt
