@@ -249,7 +249,7 @@ class Client(Inspection):
             qk = self.broker.qkeys(queue.name, len(queue.priorities))
             groups.append((qk, [prepared[i][1] for i in indexes]))
         with self.broker.translated():
-            replies = self.broker.scripts.enqueue(groups)
+            replies = self.broker.scripts.enqueue(groups, self.broker.submit_deadline_ms())
         out: list[tuple[str, bool]] = [("", False)] * len(prepared)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
             for i, result in zip(indexes, self.broker.scripts.decode_enqueue(reply), strict=True):

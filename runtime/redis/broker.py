@@ -7,6 +7,7 @@ This package is the only code that imports redis-py. Connection failures become
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +25,10 @@ from dtqs.runtime.redis.scripts import Scripts
 DEFAULT_SOCKET_TIMEOUT_S = 5.0
 #: Seconds to establish a connection.
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
+#: How often a broker with a deadline reads Redis's clock again (clocks drift slowly).
+CLOCK_REFRESH_S = 10.0
+#: A submission's deadline is this much earlier than the caller's own give-up time.
+DEADLINE_MARGIN_MS = 50
 
 
 def redact(url: str) -> str:
@@ -48,11 +53,15 @@ def translated(url: str = "") -> Iterator[None]:
         raise BrokerUnavailableError(f"Redis is unreachable{where}: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
         text = str(exc)
-        if text.startswith("OOM"):
+        # NOTE: a write inside a script is refused without the OOM prefix ("command not
+        # allowed when used memory > 'maxmemory'. script: ..."); the script stops at its
+        # first write, so nothing was stored either way.
+        if text.startswith("OOM") or "used memory > 'maxmemory'" in text:
             raise BrokerUnavailableError(
                 "Redis is out of memory (maxmemory reached); nothing was stored"
             ) from exc
-        if text.startswith(("MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "LOADING")):
+        if text.startswith(("MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "LOADING",
+                            "STALE")):  # fmt: skip
             raise BrokerUnavailableError(f"Redis cannot take writes now: {text}") from exc
         raise DtqsError(f"Redis refused a command: {text}") from exc
 
@@ -67,19 +76,30 @@ class Broker:
         *,
         socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        deadline_s: float | None = None,
     ) -> None:
+        """``deadline_s`` (the API's): a call is never retried after a timeout, so no
+        request waits on Redis much longer than socket_timeout_s, and a submission that
+        reaches Redis after deadline_s stores nothing (see submit_deadline_ms)."""
         self.url = url
         self.prefix = prefix
+        self.deadline_s = deadline_s
+        # NOTE: one quick retry covers a connection the server closed while idle;
+        # more would stretch a caller's deadline while Redis is really down. With a
+        # deadline, a timeout is not retried at all: a frozen Redis would double it.
+        errors: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError,)
+        if deadline_s is None:
+            errors += (redis.exceptions.TimeoutError, TimeoutError)
         self.redis: redis.Redis = redis.Redis.from_url(
             url,
             decode_responses=True,
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
-            # NOTE: one quick retry covers a connection the server closed while idle;
-            # more would stretch a caller's deadline while Redis is really down.
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=errors),
             health_check_interval=30,
         )
+        self._offset_ms = 0.0  #: Redis's clock minus this process's monotonic clock, ms
+        self._offset_at = -CLOCK_REFRESH_S
         self.scripts = Scripts(self.redis)
         self._qkeys: dict[tuple[str, int], QueueKeys] = {}
 
@@ -91,6 +111,23 @@ class Broker:
 
     def translated(self) -> Any:
         return translated(self.url)
+
+    def submit_deadline_ms(self) -> int:
+        """Redis-clock ms after which a submission sent now must not be stored (-1: no
+        deadline). Without it, a write that sat in a socket buffer while Redis was
+        frozen would be stored after the API had answered 503. Redis's clock, not this
+        machine's (they may disagree), estimated from TIME at most every
+        CLOCK_REFRESH_S; a little early, so a refusal reaches a caller still waiting."""
+        if self.deadline_s is None:
+            return -1
+        now = time.monotonic()
+        if now - self._offset_at >= CLOCK_REFRESH_S:
+            with self.translated():
+                seconds, micros = self.redis.time()
+            self._offset_at = time.monotonic()
+            self._offset_ms = int(seconds) * 1000 + int(micros) / 1000 - self._offset_at * 1000
+        return int(time.monotonic() * 1000 + self._offset_ms + self.deadline_s * 1000
+                   - DEADLINE_MARGIN_MS)  # fmt: skip
 
     def close(self) -> None:
         self.redis.close()
