@@ -125,7 +125,7 @@ class ApiSpec:
 
     tokens: tuple[ApiToken, ...] = ()
     max_body_bytes: int = 1024 * 1024
-    redis_timeout_s: float = 2.0  #: longest a request waits on Redis before a 503
+    redis_timeout_s: float = 1.0  #: longest a request waits on Redis before a 503
     max_wait_s: float = 30.0  #: longest long-poll of GET /v1/tasks/{id}?wait=
 
 
@@ -470,6 +470,6 @@ class _Builder:
         return ApiSpec(
             tokens=tuple(tokens),
             max_body_bytes=int(self.get(raw, path, "max_body_bytes", 1024 * 1024)),
-            redis_timeout_s=self.seconds(raw, path, "redis_timeout", 2.0, least=_ABOVE_ZERO),
+            redis_timeout_s=self.seconds(raw, path, "redis_timeout", 1.0, least=_ABOVE_ZERO),
             max_wait_s=self.seconds(raw, path, "max_wait", 30.0),
         )
