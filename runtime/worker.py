@@ -41,6 +41,28 @@ UNKNOWN_FUNCTION_WARN_S = 60.0
 TRACEBACK_MAX = 8000
 
 
+def capped_traceback(exc: BaseException, limit: int = TRACEBACK_MAX) -> str:
+    """The traceback of `exc` in at most `limit` characters, its useful ends kept.
+
+    Why not just its last `limit` characters: an exception with a huge message (a
+    50 KB repr) would then leave only the message and no frame at all. Over the
+    limit, the exception line is cut to a quarter of it and the middle of the stack
+    is dropped, keeping the outermost and innermost frames.
+    """
+    full = "".join(tb_mod.format_exception(exc))
+    if len(full) <= limit:
+        return full
+    last = "".join(tb_mod.format_exception_only(exc))
+    if len(last) > limit // 4:
+        last = last[: limit // 4 - 20] + " …[message cut]\n"
+    stack = "Traceback (most recent call last):\n" + "".join(tb_mod.format_tb(exc.__traceback__))
+    room = limit - len(last) - 40
+    if len(stack) > room:
+        cut = len(stack) - room
+        stack = f"{stack[: room // 2]}\n  …[{cut} characters of frames cut]…\n{stack[-room // 2 :]}"
+    return stack + last
+
+
 def _error_json(exc: BaseException | str, kind: str | None = None) -> str:
     if isinstance(exc, BaseException):
         return json.dumps({"type": kind or type(exc).__name__, "message": str(exc)[:2000]})
@@ -297,7 +319,7 @@ class Worker:
     ) -> Outcome:
         leased = entry.leased
         self.durations.observe(spec.queue, spec.name, time.monotonic() - started)  # metrics
-        trace = "".join(tb_mod.format_exception(exc))[-TRACEBACK_MAX:]
+        trace = capped_traceback(exc)
         error = _error_json(exc, kind or ("Timeout" if reason == "timeout" else None))
         policy = spec.retry
         if isinstance(exc, SkipRetry):
