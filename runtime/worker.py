@@ -41,6 +41,15 @@ UNKNOWN_FUNCTION_WARN_S = 60.0
 TRACEBACK_MAX = 8000
 
 
+def rss_mb() -> float:
+    """This process's resident set size in MiB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def capped_traceback(exc: BaseException, limit: int = TRACEBACK_MAX) -> str:
     """The traceback of `exc` in at most `limit` characters, its useful ends kept.
 
@@ -103,7 +112,8 @@ class Worker:
         self.held: dict[str, Running] = {}
         self.abandoned: list[Running] = []
         self.started_at = datetime.now(UTC)
-        self.tasks_done = 0
+        self.tasks_done = 0  #: outcomes recorded
+        self.tasks_run = 0  #: handlers that returned (max_tasks_per_child counts these)
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_trouble = 0.0
@@ -242,8 +252,8 @@ class Worker:
                 return  # timed out: its outcome was recorded and its slot handed over
             entry.done = True
         runner.outcomes.put((entry, outcome))
+        self.after_task()  # NOTE: before the slot frees: a recycle must not fetch one more
         runner.slot_done()
-        self.after_task()
 
     async def run_async(self, entry: Running, spec: FunctionSpec, found: handlers.Handler) -> None:
         """Run one `async def` handler on the event loop; asyncio enforces its timeout."""
@@ -269,8 +279,8 @@ class Worker:
         with self.lock:
             entry.done = True
         runner.outcomes.put((entry, outcome))
+        self.after_task()  # NOTE: before the slot frees: a recycle must not fetch one more
         runner.slot_done()
-        self.after_task()
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
         with self.lock:
@@ -281,9 +291,21 @@ class Worker:
             return self._loop
 
     def after_task(self) -> None:
-        limit = self.manifest.workers.max_tasks_per_child
-        if limit and self.tasks_done >= limit and not self.draining.is_set():
-            log.info("recycling after %d tasks (max_tasks_per_child)", self.tasks_done)
+        """Recycle this process once it ran max_tasks_per_child tasks or grew past
+        max_memory; checked after each task (not only at the heartbeat) so a leaking
+        handler cannot run again in a process that is already over its limit."""
+        with self.lock:
+            self.tasks_run += 1
+            ran = self.tasks_run
+        if self.draining.is_set():
+            return
+        limits = self.manifest.workers
+        if limits.max_tasks_per_child and ran >= limits.max_tasks_per_child:
+            log.info("recycling after %d tasks (max_tasks_per_child)", ran)
+            self.draining.set()
+        elif limits.max_memory_mb and (rss := rss_mb()) > limits.max_memory_mb:
+            log.warning("recycling: RSS %.0f MiB is over max_memory (%.0f MiB)", rss,
+                        limits.max_memory_mb)  # fmt: skip
             self.draining.set()
 
     # -- outcomes ----------------------------------------------------------------
