@@ -184,6 +184,8 @@ class Worker:
         if spec is None:
             return None, None, "unknown_function"
         try:
+            # NOTE: encode() fails on the surrogates the broker decodes non-UTF-8 into.
+            leased.payload_json.encode()
             return spec, json.loads(leased.payload_json), None
         except ValueError:
             return spec, None, "decode_error"
