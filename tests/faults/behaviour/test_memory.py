@@ -22,7 +22,9 @@ functions:
 workers: {{grace: 5s, heartbeat_interval: 500ms, reclaim_interval: 1s, {limit}}}
 """
 
-TASKS = LEDGER_HELPER + '''
+TASKS = (
+    LEDGER_HELPER
+    + """
 KEPT = []
 
 
@@ -35,7 +37,8 @@ def leak(payload, ctx):
     KEPT.append("x" * (50 * 2**20))  # 50 MB, every page touched, never freed
     mark(ctx.task_id, ctx.attempt, "done", round(rss_mb(), 1))
     return len(KEPT)
-'''
+"""
+)
 LEAK_MB = 50
 
 
@@ -81,9 +84,7 @@ def test_worker_process_recycles_past_max_memory(stack, procs, wait_for, fault_r
     assert peak <= limit_mb + LEAK_MB + 10
 
 
-def test_worker_process_recycles_after_max_tasks_per_child(
-    stack, procs, wait_for, fault_report
-):
+def test_worker_process_recycles_after_max_tasks_per_child(stack, procs, wait_for, fault_report):
     _, ids, per_pid, dup, lost, alive = run_leaks(
         stack, procs, wait_for, "max_tasks_per_child: 3", 9
     )

@@ -25,7 +25,9 @@ functions:
 workers: {grace: 3s, heartbeat_interval: 500ms, reclaim_interval: 1s}
 """
 
-TASKS = LEDGER_HELPER + '''
+TASKS = (
+    LEDGER_HELPER
+    + """
 
 def sleeper(payload, ctx):
     mark(ctx.task_id, ctx.attempt, "start")
@@ -42,7 +44,8 @@ def spinner(payload, ctx):
 def trivial(payload, ctx):
     mark(ctx.task_id, ctx.attempt, "done")
     return payload
-'''
+"""
+)
 
 
 def test_timeouts_of_sleeping_and_spinning_handlers(stack, procs, wait_for, fault_report):
@@ -78,7 +81,8 @@ def test_timeouts_of_sleeping_and_spinning_handlers(stack, procs, wait_for, faul
     done = [x for x in ledger_lines(s.ledger) if x[2] == "done"]
     fault_report(
         15, "timeouts: sleep(60) and while True with timeout 2 s",
-        accepted=len(trivial) + 2, lost=sum(1 for t in trivial if client.get(t).state != "succeeded"),
+        accepted=len(trivial) + 2,
+        lost=sum(1 for t in trivial if client.get(t).state != "succeeded"),
         dup=len(done) - len(trivial), timeout_after_s=fail_after,
         trivial_completed=len(trivial), trivial_p50_s=round(latency[len(latency) // 2], 3),
         trivial_max_s=round(latency[-1], 3), recycled_process=bool(recycled),
