@@ -7,7 +7,7 @@ HTTP requests to it.
 
 from __future__ import annotations
 
-import http.client
+import http.client as httplib
 import json
 import time
 from dataclasses import dataclass, field
@@ -46,7 +46,7 @@ def http(
         hdrs.setdefault("Content-Type", "application/json")
     if isinstance(body, str):
         body = body.encode()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = httplib.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=hdrs)
         resp = conn.getresponse()
