@@ -121,7 +121,8 @@ def test_tls_and_acl_url_and_the_password_never_shows(
     wait_for(lambda: http(api_port, "GET", f"/v1/tasks/{failing['id']}").json()["state"]
              == "dead", 20, "the failing task to be dead")  # fmt: skip
     with redis.Redis.from_url(url) as r:
-        ticks = [k for k in r.scan_iter("dtqs:{default}:t:default.cron-*")]
+        ticks = wait_for(lambda: list(r.scan_iter("dtqs:{default}:t:default.cron-*")), 20,
+                         "the scheduler to fire over TLS")  # fmt: skip
     texts = {
         "/metrics": http(api_port, "GET", "/metrics").body.decode(),
         "/readyz": http(api_port, "GET", "/readyz").body.decode(),
