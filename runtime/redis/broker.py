@@ -93,6 +93,11 @@ class Broker:
         self.redis: redis.Redis = redis.Redis.from_url(
             url,
             decode_responses=True,
+            # NOTE: bytes that are not UTF-8 (a record written by hand, a bad client)
+            # arrive as lone surrogates instead of failing the whole reply: one garbage
+            # task must not break a fetch of 100, a listing or GET /v1/tasks/{id}. The
+            # worker dead-letters such a payload as decode_error.
+            encoding_errors="surrogateescape",
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=errors),
