@@ -52,6 +52,7 @@ def queue_view(spec: QueueSpec, counts: dict[str, Any]) -> dict[str, Any]:
         "processed": stats.get("processed", 0),
         "failed": stats.get("failed", 0),
         "retried": stats.get("retried", 0),
+        "autoscale": counts["autoscale"],
     }
 
 

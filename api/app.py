@@ -80,6 +80,7 @@ def api_client(manifest: Manifest, redis_url: str | None = None) -> Client:
         manifest.prefix,
         socket_timeout_s=timeout,
         connect_timeout_s=min(timeout, 1.0),
+        deadline_s=timeout,
     )
     return Client(manifest=manifest, broker=broker)
 

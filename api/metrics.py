@@ -142,6 +142,27 @@ class QueueCollector:
                 ),
                 lambda s: s.oldest_age_s,
             ),
+            "backlog": (
+                _gauge("dtqs_queue_backlog", "Tasks ready to run, every priority.", q),
+                lambda s: s.autoscale.backlog if s.autoscale else 0,
+            ),
+            "arrival": (
+                _gauge("dtqs_queue_arrival_rate", "Tasks/s arriving, over about 60 s.", q),
+                lambda s: s.autoscale.arrival_rate if s.autoscale else 0,
+            ),
+            "completion": (
+                _gauge("dtqs_queue_completion_rate", "Tasks/s finished, over about 60 s.", q),
+                lambda s: s.autoscale.completion_rate if s.autoscale else 0,
+            ),
+            "suggested": (
+                _gauge(
+                    "dtqs_queue_suggested_workers",
+                    "Worker processes this queue needs now (>= 1 while a task is ready or "
+                    "leased).",
+                    q,
+                ),
+                lambda s: s.autoscale.suggested_workers if s.autoscale else 0,
+            ),
         }
         qf = [*q, "function"]
         counters = {

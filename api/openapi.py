@@ -131,6 +131,11 @@ def _fixed_schemas() -> dict[str, Any]:
         "pending": {"type": "object", "additionalProperties": counts},
         "scheduled": counts, "in_flight": counts, "dead": counts, "paused": {"type": "boolean"},
         "processed": counts, "failed": counts, "retried": counts,
+        "autoscale": _obj({
+            "backlog": counts, "oldest_age_s": number, "in_flight": counts,
+            "arrival_rate": number, "completion_rate": number, "suggested_workers": counts,
+            "idle": {"type": "boolean"},
+        }),
     })  # fmt: skip
     retry = _obj({
         "max_attempts": integer, "backoff": {"enum": ["exponential", "fixed", "none"]},

@@ -22,6 +22,11 @@ DEFAULT_THREADS = 8
 CHANNEL_TIMEOUT_S = 30
 #: Most bytes of request headers waitress accepts (above: 431).
 MAX_HEADER_BYTES = 64 * 1024
+#: Most open connections; past it waitress stops accepting until one closes.
+CONNECTION_LIMIT = 100
+#: How often idle channels are looked for (waitress's default, 30 s, would let a
+#: silent slowloris socket live up to twice the channel timeout).
+CLEANUP_INTERVAL_S = 5
 
 
 def is_loopback(host: str) -> bool:
@@ -58,6 +63,8 @@ def serve(app: Any, manifest: Manifest, host: str, port: int, threads: int) -> N
         max_request_body_size=manifest.api.max_body_bytes + 1,
         max_request_header_size=MAX_HEADER_BYTES,
         channel_timeout=CHANNEL_TIMEOUT_S,
+        cleanup_interval=CLEANUP_INTERVAL_S,
+        connection_limit=CONNECTION_LIMIT,
         ident="dtqs",
         clear_untrusted_proxy_headers=True,
     )

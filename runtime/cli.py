@@ -243,6 +243,7 @@ def scheduler(config: str | None, redis_url: str | None, reload: bool, log_level
     """Fire the manifest's schedules (run two or three for availability: ticks fire once)."""
     import signal
 
+    from dtqs.runtime import emf
     from dtqs.runtime.process import die_with_parent
     from dtqs.runtime.reloader import ManifestReloader
     from dtqs.runtime.scheduler import Scheduler
@@ -250,7 +251,9 @@ def scheduler(config: str | None, redis_url: str | None, reload: bool, log_level
     die_with_parent()
     logs.setup("scheduler", log_level)
     manifest = load(config)
-    runner = Scheduler(make_client(config, redis_url, manifest))
+    client = make_client(config, redis_url, manifest)
+    emitter = emf.EmfEmitter(client) if os.environ.get(emf.ENV) == "1" else None
+    runner = Scheduler(client, emf=emitter)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     while not runner.stopping.is_set():

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from dtqs.runtime.errors import DtqsError
-from dtqs.runtime.worker import Worker
+from dtqs.runtime.worker import Worker, rss_mb
 
 log = logging.getLogger("dtqs.worker")
 
@@ -25,15 +25,6 @@ log = logging.getLogger("dtqs.worker")
 TIMEOUT_TICK_S = 0.1
 #: A thread stuck this long past its task's timeout makes the process recycle itself.
 STUCK_GRACE_S = 5.0
-
-
-def rss_mb() -> float:
-    """This process's resident set size in MiB (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 class Loop:
@@ -142,7 +133,7 @@ class Heartbeat:
         w = self.worker
         limit = w.manifest.workers.max_memory_mb
         if limit and rss_mb() > limit and not w.draining.is_set():
-            log.warning("recycling: RSS %.0f MiB is over max_memory_mb=%d", rss_mb(), limit)
+            log.warning("recycling: RSS %.0f MiB is over max_memory (%.0f MiB)", rss_mb(), limit)
             w.draining.set()
         if w.stuck_threads():
             self._stuck_since = self._stuck_since or now

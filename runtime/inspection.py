@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from dtqs.runtime.errors import PayloadValidationError, QueueNotFoundError, UnknownFunctionError
 from dtqs.runtime.redis.keys import QueueKeys
+from dtqs.runtime.stats import queue_stats
 from dtqs.runtime.task import FINAL_STATES, STATES, TaskInfo
 
 if TYPE_CHECKING:
@@ -58,13 +59,9 @@ class Inspection:
         return self.broker.qkeys(queue, len(spec.priorities) if spec else MAX_LEVELS)
 
     def queues(self) -> dict[str, dict[str, Any]]:
-        """Per queue: depth per priority level, scheduled, in flight, dead, paused, counters."""
-        out = {}
-        for name, spec in self.manifest.queues.items():
-            counts = self.broker.queue_counts(self.broker.qkeys(name, len(spec.priorities)))
-            counts["pending"] = dict(zip(spec.priorities, counts["pending"], strict=True))
-            out[name] = counts
-        return out
+        """Per queue: depth per priority level, scheduled, in flight, dead, paused, counters
+        and the autoscaling signals (``autoscale``, see runtime/stats.py)."""
+        return {s.name: s.as_counts() for s in queue_stats(self.broker, self.manifest)}
 
     def list_tasks(
         self,
@@ -138,10 +135,8 @@ class Inspection:
 
     def queue_counts(self, queue: str) -> dict[str, Any]:
         """One queue's entry of queues(); raises QueueNotFoundError for an unknown queue."""
-        spec = self.queue(queue)
-        counts = self.broker.queue_counts(self.broker.qkeys(queue, len(spec.priorities)))
-        counts["pending"] = dict(zip(spec.priorities, counts["pending"], strict=True))
-        return counts
+        self.queue(queue)
+        return queue_stats(self.broker, self.manifest, [queue])[0].as_counts()
 
     def _matching(self, qk: QueueKeys, ids: list[str], function: str | None) -> list[str]:
         if function is None:

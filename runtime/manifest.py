@@ -37,6 +37,11 @@ FUNCTIONS_DIR = "functions"
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)\s*")
+_SIZE_BYTES = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+               "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}  # fmt: skip
+#: Smallest worker memory limit accepted: below it a fresh process would recycle at once.
+MIN_MEMORY_MB = 16
 _DURATION_HINT = "expected seconds (a number >= 0) or a string like 500ms, 30s, 5m, 1h, 1d"
 _SECTIONS = ("queues", "functions", "schedules")
 _ABOVE_ZERO = -1.0  #: as a duration's lower bound: any length but 0
@@ -107,7 +112,8 @@ class WorkerSpec:
     heartbeat_interval_s: float | None = None  #: None = a third of the shortest lease
     reclaim_interval_s: float = 1.0
     max_tasks_per_child: int | None = None
-    max_memory_mb: int | None = None
+    #: RSS limit in MiB, from `max_memory: 200MB` (or the older `max_memory_mb: 200`)
+    max_memory_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ class ApiSpec:
 
     tokens: tuple[ApiToken, ...] = ()
     max_body_bytes: int = 1024 * 1024
-    redis_timeout_s: float = 2.0  #: longest a request waits on Redis before a 503
+    redis_timeout_s: float = 1.0  #: longest a request waits on Redis before a 503
     max_wait_s: float = 30.0  #: longest long-poll of GET /v1/tasks/{id}?wait=
 
 
@@ -457,8 +463,24 @@ class _Builder:
             ),
             reclaim_interval_s=self.seconds(raw, path, "reclaim_interval", 1.0, least=_ABOVE_ZERO),
             max_tasks_per_child=self.get(raw, path, "max_tasks_per_child", None),
-            max_memory_mb=self.get(raw, path, "max_memory_mb", None),
+            max_memory_mb=self.memory_limit(raw, path),
         )
+
+    def memory_limit(self, raw: Any, path: YamlPath) -> float | None:
+        """MiB from `max_memory` (a size like 200MB) or the older `max_memory_mb` (MiB)."""
+        old = self.get(raw, path, "max_memory_mb", None)
+        size = self.get(raw, path, "max_memory", None)
+        if size is None:
+            return old
+        if old is not None:
+            self.problem((*path, "max_memory"), "give max_memory or max_memory_mb, not both")
+            return old
+        number, unit = _SIZE.fullmatch(size).groups()  # type: ignore[union-attr] # schema
+        mib = float(number) * _SIZE_BYTES[unit] / 2**20
+        if mib < MIN_MEMORY_MB:
+            self.problem((*path, "max_memory"), f"{size!r} is too small; expected at least 16MiB")
+            return None
+        return mib
 
     def api(self, raw: Any) -> ApiSpec:
         path: YamlPath = ("api",)
@@ -475,6 +497,6 @@ class _Builder:
         return ApiSpec(
             tokens=tuple(tokens),
             max_body_bytes=int(self.get(raw, path, "max_body_bytes", 1024 * 1024)),
-            redis_timeout_s=self.seconds(raw, path, "redis_timeout", 2.0, least=_ABOVE_ZERO),
+            redis_timeout_s=self.seconds(raw, path, "redis_timeout", 1.0, least=_ABOVE_ZERO),
             max_wait_s=self.seconds(raw, path, "max_wait", 30.0),
         )

@@ -23,6 +23,23 @@ RESPAWN_MIN_S = 0.5
 RESPAWN_MAX_S = 30.0
 #: A child that ran this long is considered healthy again (crash backoff resets).
 HEALTHY_AFTER_S = 10.0
+#: A child killed by a signal after running this long was stopped from outside (the
+#: OOM killer, an operator, a chaos test), not crashing at start: respawn it at once.
+SIGNALLED_AFTER_S = 1.0
+
+
+def respawn_delay(code: int, ran_s: float, crashes: int) -> tuple[float, int]:
+    """(seconds before the respawn, crashes in a row now) for a child that exited with
+    ``code`` (negative: killed by that signal) after ``ran_s`` seconds.
+
+    Exiting on its own soon after start is a crash loop (an import error, a bad
+    setting): the delay doubles per crash in a row. A kill from outside after start-up
+    says nothing about the next process, so it does not count towards the doubling.
+    """
+    if ran_s > HEALTHY_AFTER_S or (code < 0 and ran_s > SIGNALLED_AFTER_S):
+        crashes = 0
+    crashes += 1
+    return min(RESPAWN_MIN_S * 2 ** (crashes - 1), RESPAWN_MAX_S), crashes
 
 
 @dataclass
@@ -79,10 +96,9 @@ class WorkerPool:
             if code == 0:  # recycled itself (max tasks, memory, stuck thread)
                 self._respawn_at[child.index] = now
                 continue
-            if now - child.started > HEALTHY_AFTER_S:
-                self._crashes[child.index] = 0
-            self._crashes[child.index] += 1
-            delay = min(RESPAWN_MIN_S * 2 ** (self._crashes[child.index] - 1), RESPAWN_MAX_S)
+            delay, self._crashes[child.index] = respawn_delay(
+                code, now - child.started, self._crashes[child.index]
+            )
             log.warning(
                 "worker process %d exited with %d; respawning in %.1fs", child.proc.pid, code, delay
             )

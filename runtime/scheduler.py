@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from dtqs.runtime.client import Client
+from dtqs.runtime.emf import EmfEmitter
 from dtqs.runtime.errors import DtqsError
 from dtqs.runtime.manifest import Manifest, ScheduleSpec
 from dtqs.runtime.schedule_times import Rule, rule
@@ -60,9 +61,15 @@ class Entry:
 class Scheduler:
     """Fires the manifest's schedules through `client`; `clock` defaults to Redis time."""
 
-    def __init__(self, client: Client, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        clock: Callable[[], datetime] | None = None,
+        emf: EmfEmitter | None = None,
+    ) -> None:
         self.client = client
         self.clock = clock or self.redis_now
+        self.emf = emf  #: CloudWatch metrics between ticks, when configured
         self.entries: dict[str, Entry] = {}
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -174,6 +181,9 @@ class Scheduler:
         while not self.stopping.is_set():
             try:
                 wait = self.tick()
+                if self.emf is not None:
+                    self.emf.maybe_emit()
+                    wait = min(wait, self.emf.seconds_until_due())
             except DtqsError as exc:
                 log.warning("scheduler: %s; retrying", exc)
                 wait = MAX_SLEEP_S

@@ -62,8 +62,8 @@ class ChildCommand:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, redis_url: str) -> None:
-        # NOTE: the URL travels in the environment, not argv: it may hold a password, and
-        # any user on the machine can read a process's command line (ps).
+        # NOTE: the URL goes in the environment, not argv: `ps` shows any user a
+        # command line, and the URL may carry a password.
         env = {**os.environ, **self.env, "DTQS_PARENT_PID": str(os.getpid()),
                "DTQS_REDIS_URL": redis_url}  # fmt: skip
         cmd = [sys.executable, "-m", "dtqs.runtime.cli", *self.argv]
@@ -169,10 +169,15 @@ class Supervisor:
         given = self.options.grace_s
         return self.manifest.workers.grace_s if given is None else given
 
+    def child_env(self) -> dict[str, str]:
+        """Worker processes' environment: the Redis URL goes here, never in argv, where
+        `ps` would show its password to every user of the machine."""
+        return {**os.environ, "DTQS_REDIS_URL": self._url}
+
     def pool_args(self) -> list[str]:
         """Arguments of every worker process (built anew on reload: grace may change)."""
         o = self.options
-        args = ["--config", str(self.manifest.path)]
+        args = ["--config", str(self.manifest.path)]  # the URL: in the env (child_env)
         args += ["--log-level", o.log_level]
         if o.concurrency:
             args += ["--concurrency", str(o.concurrency)]
@@ -184,9 +189,7 @@ class Supervisor:
         o = self.options
         self._listen()
         self._url = self.redis_url()
-        # NOTE: the URL goes by environment, never argv (see ChildCommand.start).
-        env = {**os.environ, "DTQS_REDIS_URL": self._url}
-        self.pool = WorkerPool(self.pool_args(), o.processes, self.grace_s(), env)
+        self.pool = WorkerPool(self.pool_args(), o.processes, self.grace_s(), self.child_env())
         started: list[Component] = []
         status = 0
         try:

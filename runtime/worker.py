@@ -41,6 +41,37 @@ UNKNOWN_FUNCTION_WARN_S = 60.0
 TRACEBACK_MAX = 8000
 
 
+def rss_mb() -> float:
+    """This process's resident set size in MiB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def capped_traceback(exc: BaseException, limit: int = TRACEBACK_MAX) -> str:
+    """The traceback of `exc` in at most `limit` characters, its useful ends kept.
+
+    Why not just its last `limit` characters: an exception with a huge message (a
+    50 KB repr) would then leave only the message and no frame at all. Over the
+    limit, the exception line is cut to a quarter of it and the middle of the stack
+    is dropped, keeping the outermost and innermost frames.
+    """
+    full = "".join(tb_mod.format_exception(exc))
+    if len(full) <= limit:
+        return full
+    last = "".join(tb_mod.format_exception_only(exc))
+    if len(last) > limit // 4:
+        last = last[: limit // 4 - 20] + " …[message cut]\n"
+    stack = "Traceback (most recent call last):\n" + "".join(tb_mod.format_tb(exc.__traceback__))
+    room = limit - len(last) - 40
+    if len(stack) > room:
+        cut = len(stack) - room
+        stack = f"{stack[: room // 2]}\n  …[{cut} characters of frames cut]…\n{stack[-room // 2 :]}"
+    return stack + last
+
+
 def _error_json(exc: BaseException | str, kind: str | None = None) -> str:
     if isinstance(exc, BaseException):
         return json.dumps({"type": kind or type(exc).__name__, "message": str(exc)[:2000]})
@@ -81,7 +112,8 @@ class Worker:
         self.held: dict[str, Running] = {}
         self.abandoned: list[Running] = []
         self.started_at = datetime.now(UTC)
-        self.tasks_done = 0
+        self.tasks_done = 0  #: outcomes recorded
+        self.tasks_run = 0  #: handlers that returned (max_tasks_per_child counts these)
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_trouble = 0.0
@@ -152,6 +184,8 @@ class Worker:
         if spec is None:
             return None, None, "unknown_function"
         try:
+            # NOTE: encode() fails on the surrogates the broker decodes non-UTF-8 into.
+            leased.payload_json.encode()
             return spec, json.loads(leased.payload_json), None
         except ValueError:
             return spec, None, "decode_error"
@@ -220,8 +254,8 @@ class Worker:
                 return  # timed out: its outcome was recorded and its slot handed over
             entry.done = True
         runner.outcomes.put((entry, outcome))
+        self.after_task()  # NOTE: before the slot frees: a recycle must not fetch one more
         runner.slot_done()
-        self.after_task()
 
     async def run_async(self, entry: Running, spec: FunctionSpec, found: handlers.Handler) -> None:
         """Run one `async def` handler on the event loop; asyncio enforces its timeout."""
@@ -247,8 +281,8 @@ class Worker:
         with self.lock:
             entry.done = True
         runner.outcomes.put((entry, outcome))
+        self.after_task()  # NOTE: before the slot frees: a recycle must not fetch one more
         runner.slot_done()
-        self.after_task()
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
         with self.lock:
@@ -259,9 +293,21 @@ class Worker:
             return self._loop
 
     def after_task(self) -> None:
-        limit = self.manifest.workers.max_tasks_per_child
-        if limit and self.tasks_done >= limit and not self.draining.is_set():
-            log.info("recycling after %d tasks (max_tasks_per_child)", self.tasks_done)
+        """Recycle this process once it ran max_tasks_per_child tasks or grew past
+        max_memory; checked after each task (not only at the heartbeat) so a leaking
+        handler cannot run again in a process that is already over its limit."""
+        with self.lock:
+            self.tasks_run += 1
+            ran = self.tasks_run
+        if self.draining.is_set():
+            return
+        limits = self.manifest.workers
+        if limits.max_tasks_per_child and ran >= limits.max_tasks_per_child:
+            log.info("recycling after %d tasks (max_tasks_per_child)", ran)
+            self.draining.set()
+        elif limits.max_memory_mb and (rss := rss_mb()) > limits.max_memory_mb:
+            log.warning("recycling: RSS %.0f MiB is over max_memory (%.0f MiB)", rss,
+                        limits.max_memory_mb)  # fmt: skip
             self.draining.set()
 
     # -- outcomes ----------------------------------------------------------------
@@ -297,7 +343,7 @@ class Worker:
     ) -> Outcome:
         leased = entry.leased
         self.durations.observe(spec.queue, spec.name, time.monotonic() - started)  # metrics
-        trace = "".join(tb_mod.format_exception(exc))[-TRACEBACK_MAX:]
+        trace = capped_traceback(exc)
         error = _error_json(exc, kind or ("Timeout" if reason == "timeout" else None))
         policy = spec.retry
         if isinstance(exc, SkipRetry):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +36,10 @@ from dtqs.runtime.redis.scripts import NewTask, Scripts
 DEFAULT_SOCKET_TIMEOUT_S = 5.0
 #: Seconds to establish a connection.
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
+#: How often a broker with a deadline reads Redis's clock again (clocks drift slowly).
+CLOCK_REFRESH_S = 10.0
+#: A submission's deadline is this much earlier than the caller's own give-up time.
+DEADLINE_MARGIN_MS = 50
 
 
 @contextmanager
@@ -58,7 +63,10 @@ def translated(url: str = "") -> Iterator[None]:
         raise BrokerUnavailableError(f"Redis is unreachable{where}: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
         text = str(exc)
-        if text.startswith("OOM"):
+        # NOTE: a write inside a script is refused without the OOM prefix ("command not
+        # allowed when used memory > 'maxmemory'. script: ..."); the script stops at its
+        # first write, so nothing was stored either way.
+        if text.startswith("OOM") or "used memory > 'maxmemory'" in text:
             raise BrokerUnavailableError(
                 "Redis is out of memory (maxmemory reached); nothing was stored"
             ) from exc
@@ -70,7 +78,8 @@ def translated(url: str = "") -> Iterator[None]:
         if is_auth_failure(text):
             where = f" at {redact(url)}" if url else ""
             raise BrokerUnavailableError(f"Redis{where} {AUTH_FAILED}: {text}") from exc
-        if text.startswith(("MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "LOADING")):
+        if text.startswith(("MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "LOADING",
+                            "STALE")):  # fmt: skip
             raise BrokerUnavailableError(f"Redis cannot take writes now: {text}") from exc
         raise DtqsError(f"Redis refused a command: {text}") from exc
 
@@ -85,21 +94,37 @@ class Broker:
         *,
         socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        deadline_s: float | None = None,
     ) -> None:
+        """``deadline_s`` (the API's): a call is never retried after a timeout, so no
+        request waits on Redis much longer than socket_timeout_s, and a submission that
+        reaches Redis after deadline_s stores nothing (see submit_deadline_ms)."""
         self.url = url
         self.prefix = prefix
+        self.deadline_s = deadline_s
+        # NOTE: one quick retry covers a connection the server closed while idle;
+        # more would stretch a caller's deadline while Redis is really down. With a
+        # deadline, a timeout is not retried at all: a frozen Redis would double it.
+        errors: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError,)
+        if deadline_s is None:
+            errors += (redis.exceptions.TimeoutError, TimeoutError)
         self._options: dict[str, Any] = {
             "decode_responses": True,
+            # NOTE: bytes that are not UTF-8 (a record written by hand, a bad client)
+            # arrive as lone surrogates instead of failing the whole reply: one garbage
+            # task must not break a fetch of 100, a listing or GET /v1/tasks/{id}. The
+            # worker dead-letters such a payload as decode_error.
+            "encoding_errors": "surrogateescape",
             "socket_timeout": socket_timeout_s,
             "socket_connect_timeout": connect_timeout_s,
-            # NOTE: one quick retry covers a connection the server closed while idle;
-            # more would stretch a caller's deadline while Redis is really down.
-            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=errors),
             "health_check_interval": 30,
         }
         self._redis: Any = None
         self._scripts: Scripts | None = None
         self._lock = threading.Lock()
+        self._offset_ms = 0.0  #: Redis's clock minus this process's monotonic clock, ms
+        self._offset_at = -CLOCK_REFRESH_S
         self._qkeys: dict[tuple[str, int], QueueKeys] = {}
 
     @property
@@ -135,15 +160,34 @@ class Broker:
         self, groups: Sequence[tuple[QueueKeys, Sequence[NewTask]]], replicas: int = 0,
         timeout_s: float = 1.0,
     ) -> list[Any]:  # fmt: skip
-        """Store tasks (one script call per queue); with `replicas`, only once that many
-        replicas confirm them (see durable.py)."""
+        """Store tasks (one script call per queue), refused by Redis if they arrive past
+        this broker's deadline (submit_deadline_ms); with `replicas`, acknowledged only
+        once that many replicas confirm them (see durable.py)."""
+        not_after_ms = self.submit_deadline_ms()
         if replicas <= 0:
-            return self.scripts.enqueue(groups)
+            return self.scripts.enqueue(groups, not_after_ms)
         return enqueue_confirmed(self.redis, self.scripts, groups, replicas,
-                                 max(1, int(timeout_s * 1000)))  # fmt: skip
+                                 max(1, int(timeout_s * 1000)), not_after_ms)  # fmt: skip
 
     def translated(self) -> Any:
         return translated(self.url)
+
+    def submit_deadline_ms(self) -> int:
+        """Redis-clock ms after which a submission sent now must not be stored (-1: no
+        deadline). Without it, a write that sat in a socket buffer while Redis was
+        frozen would be stored after the API had answered 503. Redis's clock, not this
+        machine's (they may disagree), estimated from TIME at most every
+        CLOCK_REFRESH_S; a little early, so a refusal reaches a caller still waiting."""
+        if self.deadline_s is None:
+            return -1
+        now = time.monotonic()
+        if now - self._offset_at >= CLOCK_REFRESH_S:
+            with self.translated():
+                seconds, micros = self.redis.time()
+            self._offset_at = time.monotonic()
+            self._offset_ms = int(seconds) * 1000 + int(micros) / 1000 - self._offset_at * 1000
+        return int(time.monotonic() * 1000 + self._offset_ms + self.deadline_s * 1000
+                   - DEADLINE_MARGIN_MS)  # fmt: skip
 
     def close(self) -> None:
         if self._redis is not None:
@@ -182,28 +226,6 @@ class Broker:
             for task_id in ids:
                 pipe.hgetall(qk.task(task_id))
             return [r for r in pipe.execute(raise_on_error=False) if isinstance(r, dict) and r]
-
-    def queue_counts(self, qk: QueueKeys) -> dict[str, Any]:
-        """Depth per level, scheduled, in flight, dead, paused and counters, in one round trip."""
-        with self.translated():
-            pipe = self.redis.pipeline(transaction=False)
-            for key in qk.all_pending:
-                pipe.llen(key)
-            pipe.zcard(qk.scheduled)
-            pipe.zcard(qk.active)
-            pipe.zcard(qk.dead)
-            pipe.exists(qk.paused)
-            pipe.hgetall(qk.stats)
-            r = pipe.execute()
-        n = qk.levels
-        return {
-            "pending": [int(x) for x in r[:n]],
-            "scheduled": int(r[n]),
-            "active": int(r[n + 1]),
-            "dead": int(r[n + 2]),
-            "paused": bool(r[n + 3]),
-            "stats": {k: int(v) for k, v in r[n + 4].items()},
-        }
 
     def dead_ids(self, qk: QueueKeys, start: int, count: int) -> list[str]:
         with self.translated():
@@ -304,7 +326,8 @@ class Broker:
 
         Per queue: ``pending`` (depth per level), ``ready_since_ms`` (when the oldest
         ready task became ready; None if none), ``scheduled``, ``active``, ``dead``,
-        ``paused``, and the raw ``stats`` and ``durations`` hashes.
+        ``paused``, the raw ``stats`` and ``durations`` hashes, and ``rates`` (the rate
+        samples, newest first).
         """
         with self.translated():
             pipe = self.redis.pipeline(transaction=False)
@@ -322,6 +345,7 @@ class Broker:
                 pipe.exists(qk.paused)
                 pipe.hgetall(qk.stats)
                 pipe.hgetall(qk.durations)
+                pipe.lrange(qk.rates, 0, -1)
             # NOTE: a key of the wrong type (written by hand) reads as empty, not as a failure.
             replies = [None if isinstance(x, Exception) else x for x in pipe.execute(False)]
             now = replies.pop(0) if timed else self.redis.time()
@@ -330,14 +354,15 @@ class Broker:
             at = 0
             for qk in qks:
                 n = qk.levels
-                r = replies[at : at + 2 * n + 6]
-                at += 2 * n + 6
+                r = replies[at : at + 2 * n + 7]
+                at += 2 * n + 7
                 entry: dict[str, Any] = {"pending": [int(x or 0) for x in r[0 : 2 * n : 2]]}
                 for i, name in enumerate(("scheduled", "active", "dead")):
                     entry[name] = int(r[2 * n + i] or 0)
                 entry["paused"] = bool(r[2 * n + 3])
                 entry["stats"] = r[2 * n + 4] or {}
                 entry["durations"] = r[2 * n + 5] or {}
+                entry["rates"] = [str(x) for x in r[2 * n + 6] or ()]
                 entry["ready_since_ms"] = None
                 out.append(entry)
                 tails.append([str(t) for t in r[1 : 2 * n : 2] if t])
@@ -352,6 +377,16 @@ class Broker:
                     entry["ready_since_ms"] = min(known) if known else None
         now = now if isinstance(now, list | tuple) else (0, 0)
         return int(now[0]) * 1000 + int(now[1]) // 1000, out
+
+    def add_rate_samples(self, samples: Sequence[tuple[QueueKeys, str]], keep: int) -> None:
+        """Push one rate sample per queue, keeping the newest ``keep`` (one pipeline)."""
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            for qk, sample in samples:
+                pipe.lpush(qk.rates, sample)
+                pipe.ltrim(qk.rates, 0, keep - 1)
+                pipe.pexpire(qk.rates, 86_400_000)
+            pipe.execute()
 
     @staticmethod
     def _ready_since(reply: Any) -> int | None:

@@ -36,6 +36,7 @@ def enqueue_confirmed(
     groups: Sequence[tuple[QueueKeys, Sequence[NewTask]]],
     replicas: int,
     timeout_ms: int,
+    not_after_ms: int = -1,
 ) -> list[Any]:
     """Run the enqueue calls of `groups`; raise BrokerUnavailableError unless `replicas`
     replicas of every master involved confirm them within `timeout_ms`.
@@ -44,7 +45,7 @@ def enqueue_confirmed(
     did not answer in time): a caller that retries should send the same idempotency
     key, as after any lost reply.
     """
-    script, calls = scripts.enqueue_calls(groups)
+    script, calls = scripts.enqueue_calls(groups, not_after_ms)
     if not is_cluster(client):
         return _run_and_wait(client, script, calls, replicas, timeout_ms)
     by_node: dict[str, tuple[Any, list[int]]] = {}

@@ -83,6 +83,12 @@ class QueueKeys:
         return f"{self.base}:idem:"
 
     @property
+    def rates(self) -> str:
+        """LIST of ``<ms>:<completed>:<open>`` samples, newest first, from which readers
+        derive arrival and completion rates (see runtime/stats.py)."""
+        return f"{self.base}:rates"
+
+    @property
     def durations(self) -> str:
         """HASH of task duration histogram counts written by workers (see runtime/stats.py):
         ``<function>:<bucket le>`` -> count, ``<function>:sum`` and ``<function>:count``."""

@@ -95,8 +95,10 @@ class Scripts:
         return self._script(name)(keys=keys, args=args, client=self._client)
 
     @staticmethod
-    def _enqueue_call(qk: QueueKeys, tasks: Iterable[NewTask]) -> tuple[list[str], list[Any]]:
-        args: list[Any] = [qk.queue]
+    def _enqueue_call(
+        qk: QueueKeys, tasks: Iterable[NewTask], not_after_ms: int
+    ) -> tuple[list[str], list[Any]]:
+        args: list[Any] = [qk.queue, not_after_ms]
         for t in tasks:
             args += [
                 t.id, t.function, t.priority, t.level, t.payload_json, t.headers_json,
@@ -105,9 +107,15 @@ class Scripts:
             ]  # fmt: skip
         return [qk.notify, qk.scheduled, qk.task_prefix, qk.idem_prefix, *qk.all_pending], args
 
-    def enqueue(self, groups: Sequence[tuple[QueueKeys, Sequence[NewTask]]]) -> list[Any]:
-        """Store tasks of one or more queues (one script call per queue) in one round trip."""
-        calls = [self._enqueue_call(qk, tasks) for qk, tasks in groups]
+    def enqueue(
+        self, groups: Sequence[tuple[QueueKeys, Sequence[NewTask]]], not_after_ms: int = -1
+    ) -> list[Any]:
+        """Store tasks of one or more queues (one script call per queue) in one round trip.
+
+        ``not_after_ms`` (Redis's clock; -1 none): a call that reaches Redis later stores
+        nothing and fails with STALE (see enqueue.lua).
+        """
+        calls = [self._enqueue_call(qk, tasks, not_after_ms) for qk, tasks in groups]
         if len(calls) == 1:
             return [self._run("enqueue", *calls[0])]
         # PERF: plain EVALSHA in the pipeline. Handing redis-py the Script object would
@@ -127,11 +135,12 @@ class Scripts:
         return replies
 
     def enqueue_calls(
-        self, groups: Sequence[tuple[QueueKeys, Sequence[NewTask]]]
+        self, groups: Sequence[tuple[QueueKeys, Sequence[NewTask]]], not_after_ms: int = -1
     ) -> tuple[Script, list[tuple[list[str], list[Any]]]]:
         """The enqueue script and its (KEYS, ARGV) per queue, for a caller that must run
         them on a connection of its own choosing (runtime/redis/durable.py: WAIT)."""
-        return self._script("enqueue"), [self._enqueue_call(qk, tasks) for qk, tasks in groups]
+        calls = [self._enqueue_call(qk, tasks, not_after_ms) for qk, tasks in groups]
+        return self._script("enqueue"), calls
 
     def _pipeline(self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)

@@ -201,6 +201,11 @@ def test_queue_gauges_from_redis(make, r):
     assert 89 <= sample(text, "dtqs_queue_oldest_age_seconds", queue="default") < 120
     assert 0 <= sample(text, "dtqs_queue_oldest_age_seconds", queue="mail") < 30
     assert sample(text, "dtqs_workers") == 0
+    # Autoscaling signals: backlog sums the levels; nothing timed yet, so one slot per task.
+    assert sample(text, "dtqs_queue_backlog", queue="default") == 3
+    assert sample(text, "dtqs_queue_suggested_workers", queue="default") == 1  # 3 tasks, 4 slots
+    assert sample(text, "dtqs_queue_arrival_rate", queue="default") == 0  # first sample
+    assert sample(text, "dtqs_queue_completion_rate", queue="default") == 0
 
 
 def test_task_counters_and_duration_histogram_from_workers(make, r, redis_url):

@@ -48,3 +48,20 @@ def test_three_schedulers_fire_every_tick_once(procs, project, redis_url, r, wai
     rows = {row["name"]: row for row in json.loads(shown.stdout)}
     assert rows["tick"]["last_task_id"] == f"default.cron-tick-{ticks[-1]}"
     assert len(rows["nightly"]["next"]) == 3 and rows["nightly"]["last_task_id"] is None
+
+
+def test_scheduler_prints_cloudwatch_emf_lines_when_asked(procs, project, redis_url, wait_for):
+    p = project(MANIFEST, FILES)
+    env = procs.env(redis_url, DTQS_CLOUDWATCH_EMF="1")
+    proc = procs.spawn(["scheduler", "--log-level", "warning"], p.root, env)
+
+    def emf_docs() -> list[dict]:
+        lines = procs.output(proc).splitlines()
+        return [json.loads(line) for line in lines if line.startswith('{"_aws"')]
+
+    wait_for(lambda: emf_docs(), 15, "an EMF line on stdout")
+    proc.send_signal(signal.SIGTERM)
+    procs.wait_exit(proc, 5)
+    (doc,) = emf_docs()  # one queue, and the next line is due only in 60 s
+    assert doc["Queue"] == "default" and doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "dtqs"
+    assert doc["Backlog"] >= 0 and proc.returncode == 0

@@ -315,3 +315,46 @@ def test_a_cancelled_record_is_kept_for_its_result_ttl(project, redis_url, r):
         gone = c.submit("gone", 1)
         info = c.cancel_task(gone)  # one round trip fewer: the script reads the ttl itself
         assert (info.id, info.state) == (gone, "cancelled") and c.get(gone) is None
+
+
+def test_submission_reaching_redis_after_its_deadline_stores_nothing(project, redis_url, r):
+    # A write that sat in a socket buffer while Redis was frozen must not be stored
+    # after the API answered 503 (issue 6, scenario 8).
+    from dtqs.runtime.errors import BrokerUnavailableError
+    from dtqs.runtime.redis.broker import Broker
+
+    manifest = project().manifest()
+    late = Client(manifest=manifest, broker=Broker(redis_url, deadline_s=1.0))
+    try:
+        seconds, micros = r.time()
+        server_ms = seconds * 1000 + micros // 1000
+        assert abs(late.broker.submit_deadline_ms() - (server_ms + 950)) < 500
+        late.broker._offset_ms -= 5_000  # as if the call left 5 s before Redis ran it
+        with pytest.raises(BrokerUnavailableError, match="after its deadline"):
+            late.submit("echo", {"x": 1})
+        assert r.keys("dtqs:*") == []
+        late.broker._offset_ms += 5_000
+        assert late.get(late.submit("echo", {"x": 2})).state == "queued"
+    finally:
+        late.close()
+
+
+def test_submission_refused_for_memory_is_unavailable_and_stores_nothing(project, redis_server):
+    # Inside a script Redis refuses a write without the OOM prefix; it must still be a
+    # 503-style "unavailable", not an internal error (issue 6, scenario 12).
+    import redis as redis_py
+
+    from dtqs.runtime.errors import BrokerUnavailableError
+
+    _, port = redis_server("--maxmemory-policy", "noeviction")
+    raw = redis_py.Redis(port=port)
+    raw.set("ballast", b"x" * 2**20)
+    raw.config_set("maxmemory", int(raw.info("memory")["used_memory"]) - 2**19)  # full
+    c = Client(redis_url=f"redis://127.0.0.1:{port}/0", manifest=project().manifest())
+    try:
+        with pytest.raises(BrokerUnavailableError, match="out of memory"):
+            c.submit("echo", {"x": 1})
+        assert raw.keys("dtqs:*") == []
+    finally:
+        c.close()
+        raw.close()

@@ -646,3 +646,36 @@ def test_redis_wait_replicas(project: Path) -> None:
     assert "redis.wait_replicas: -1 is less than the minimum of 0" in negative
     [zero] = problems(project, BASE + "redis: {wait_replicas: 1, wait_timeout: 0s}\n")
     assert "redis.wait_timeout" in zero and "too short" in zero
+
+
+# -- worker memory limit (issue 6: `max_memory: 200MB`; `max_memory_mb` still works) --
+
+
+@pytest.mark.parametrize(
+    ("written", "mib"),
+    [
+        ("max_memory: 200MB", 200e6 / 2**20),
+        ("max_memory: 512MiB", 512.0),
+        ("max_memory: 1.5GB", 1.5e9 / 2**20),
+        ("max_memory: 1GiB", 1024.0),
+        ("max_memory_mb: 256", 256),
+        ("grace: 1s", None),
+    ],
+)
+def test_worker_memory_limit(project: Path, written: str, mib: float | None) -> None:
+    manifest = load_manifest(write(project, BASE + f"workers: {{{written}}}\n"), environ={})
+    assert manifest.workers.max_memory_mb == pytest.approx(mib) if mib else mib is None
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("max_memory: 200 megs", "'200 megs' is not a size; expected a size like 200MB"),
+        ("max_memory: 10MB", "'10MB' is too small; expected at least 16MiB"),
+        ("{max_memory: 200MB, max_memory_mb: 200}", "give max_memory or max_memory_mb, not both"),
+    ],
+)
+def test_worker_memory_limit_problems(project: Path, written: str, message: str) -> None:
+    inner = written[1:-1] if written.startswith("{") else written
+    [problem] = problems(project, BASE + f"workers: {{{inner}}}\n")
+    assert message in problem and "workers.max_memory" in problem

@@ -7,7 +7,11 @@
 -- KEYS[5..] pending LISTs, one per priority level, level 0 first
 --
 -- ARGV[1] queue name (kept in each record so that it describes itself)
--- ARGV[2..]: 11 values per task, repeated:
+-- ARGV[2] not after: the server-clock ms after which the submitter has given up
+--         waiting (-1 none). A call that reaches Redis later (it sat in a socket
+--         buffer while Redis was frozen) stores nothing: the submitter already
+--         answered "not stored".
+-- ARGV[3..]: 11 values per task, repeated:
 --   id, function, priority name, level (0-based), payload JSON, headers JSON ("" none),
 --   delay ms (-1 none; relative to the server's clock), run-at epoch ms (-1 none),
 --   idempotency key ("" none), idempotency ttl ms, result ttl ms
@@ -16,14 +20,19 @@
 -- idempotency keys are the KEYS prefixes plus an id.
 --
 -- Returns a flat array, two values per task: id, 1 if stored now / 0 if an earlier
--- task with the same id or idempotency key already exists (its id is returned).
+-- task with the same id or idempotency key already exists (its id is returned); an
+-- error reply starting with STALE when the call came after its deadline.
 local now = NOW
+local not_after = tonumber(ARGV[2])
+if not_after >= 0 and now > not_after then
+  return redis.error_reply('STALE the submission reached Redis after its deadline; nothing was stored')
+end
 local out = {}
 local woken = 0
 local queue = ARGV[1]
-local n = (#ARGV - 1) / 11
+local n = (#ARGV - 2) / 11
 for i = 0, n - 1 do
-  local b = 1 + i * 11
+  local b = 2 + i * 11
   local id = ARGV[b + 1]
   local fn = ARGV[b + 2]
   local idem = ARGV[b + 9]

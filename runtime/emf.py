@@ -1,0 +1,80 @@
+"""Queue metrics for AWS CloudWatch, as Embedded Metric Format (EMF) log lines.
+
+On ECS or Lambda, a JSON line in the EMF shape written to stdout becomes CloudWatch
+metrics through the awslogs driver, with no SDK, credentials or API calls in dtqs.
+``dtqs scheduler`` prints one line per queue every ``interval_s`` when
+``DTQS_CLOUDWATCH_EMF=1`` (terraform/ scales workers on ``dtqs``/``Backlog``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from dtqs.runtime.client import Client
+from dtqs.runtime.stats import QueueStats, queue_stats
+
+#: Environment variable that turns the emitter on ("1").
+ENV = "DTQS_CLOUDWATCH_EMF"
+NAMESPACE = "dtqs"
+DIMENSION = "Queue"
+#: CloudWatch metric name -> (unit, value of a queue's autoscaling signals).
+METRICS: dict[str, tuple[str, Callable[[QueueStats], float]]] = {
+    "Backlog": ("Count", lambda s: s.autoscale.backlog if s.autoscale else 0),
+    "OldestTaskAgeSeconds": ("Seconds", lambda s: round(s.oldest_age_s, 3)),
+    "InFlight": ("Count", lambda s: s.in_flight),
+    "ArrivalRate": ("Count/Second", lambda s: s.autoscale.arrival_rate if s.autoscale else 0),
+    "CompletionRate": (
+        "Count/Second",
+        lambda s: s.autoscale.completion_rate if s.autoscale else 0,
+    ),
+    "SuggestedWorkers": ("Count", lambda s: s.autoscale.suggested_workers if s.autoscale else 0),
+}
+
+
+def emf_line(stats: QueueStats, timestamp_ms: int) -> str:
+    """One queue's metrics as an EMF document (one line of JSON)."""
+    doc: dict[str, object] = {
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [[DIMENSION]],
+                    "Metrics": [{"Name": n, "Unit": unit} for n, (unit, _) in METRICS.items()],
+                }
+            ],
+        },
+        DIMENSION: stats.name,
+    }
+    for name, (_, value) in METRICS.items():
+        doc[name] = value(stats)
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class EmfEmitter:
+    """Prints every queue's line at most once per ``interval_s`` (monotonic clock)."""
+
+    def __init__(self, client: Client, interval_s: float = 60.0, out: TextIO | None = None):
+        self.client = client
+        self.interval_s = interval_s
+        self.out = out or sys.stdout
+        self.next_at = 0.0
+
+    def seconds_until_due(self) -> float:
+        return max(self.next_at - time.monotonic(), 0.0)
+
+    def maybe_emit(self) -> bool:
+        """Emit if due; True when lines were written. Raises DtqsError if Redis failed
+        (the next call tries again)."""
+        if time.monotonic() < self.next_at:
+            return False
+        stats = queue_stats(self.client.broker, self.client.manifest)
+        now_ms = int(time.time() * 1000)
+        self.out.write("".join(emf_line(s, now_ms) + "\n" for s in stats))
+        self.out.flush()
+        self.next_at = time.monotonic() + self.interval_s
+        return True
