@@ -25,7 +25,9 @@ def _cell(value: Any) -> str:
 
 
 def _order(key: str) -> tuple[int, str]:
-    return (int(key), "") if key.isdigit() else (10_000, key)
+    """Scenario numbers in order ("16a" after 16, before 17), then labels by name."""
+    digits = len(key) - len(key.lstrip("0123456789"))
+    return (int(key[:digits]), key[digits:]) if digits else (10_000, key)
 
 
 def render(entries: list[dict[str, Any]]) -> str:

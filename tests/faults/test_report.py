@@ -24,8 +24,9 @@ def test_latest_entry_per_scenario_wins_and_rows_are_ordered() -> None:
             {**base, "scenario": 2, "title": "two", "at": "t1", "outcome": "passed"},
             {**base, "scenario": 10, "title": "ten", "at": "t2", "outcome": "passed"},
             {**base, "scenario": "security", "title": "sec", "at": "t1", "outcome": "passed"},
+            {**base, "scenario": "16a", "title": "mem", "at": "t1", "outcome": "passed"},
         ]
     )
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [row.split("|")[1].strip() for row in rows] == ["2", "10", "security"]
+    assert [row.split("|")[1].strip() for row in rows] == ["2", "10", "16a", "security"]
     assert "| 10 | ten | passed | 10 | 0 | 1 | 1.5 | kills=4 | t2 |" in rows[1]

@@ -48,8 +48,8 @@ def test_2_sigkill_storm_loses_nothing(stack, fault_report, invariants):
     for round_ in range(15):
         at = began + 2 * (round_ + 1)
         time.sleep(max(0.0, at - time.monotonic()))
-        # The supervisor respawns a slot killed again soon with a growing delay (crash
-        # backoff): wait up to 1.5 s for two live processes to kill.
+        # A killed worker is respawned after 0.5 s and needs a moment to start: wait up
+        # to 1.5 s for two live processes to kill.
         live = s.procs.workers(sup)
         while len(live) < 2 and time.monotonic() < at + 1.5:
             time.sleep(0.05)
@@ -77,7 +77,7 @@ def test_2_sigkill_storm_loses_nothing(stack, fault_report, invariants):
                  kills=kills, rounds_short_of_two_live=short_rounds, dup_bound=bound,
                  max_attempt=max(attempts),
                  starts_by_attempt=dict(sorted(attempts.items())), dead_letters=dead,
-                 refused_batches=len(refused), drained_after_storm_s=round(
+                 refused_batches=len(refused), last_done_after_storm_s=round(
                      max(e.at for e in s.ledger.dones()) - storm_end, 2),
                  wait_s=round(took, 1), invariant_violations=len(problems))  # fmt: skip
     assert not refused and len(ids) == TASKS
