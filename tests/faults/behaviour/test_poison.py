@@ -95,9 +95,11 @@ def test_poison_tasks_end_dead_and_the_rest_complete(stack, procs, wait_for, fau
     )  # fmt: skip
     for t in poison:
         assert infos[t].state == "dead" and infos[t].reason == "worker_lost", infos[t]
-        # Bounded by max_attempts. A run can be fewer: a task leased by a process that
-        # the other poison task killed before it started loses that attempt too.
-        assert 1 <= runs[t] <= 3 and infos[t].attempts == 3, (runs[t], infos[t])
+        # Bounded by max_attempts. A run can be fewer, even none: a task leased by a
+        # process that the other poison task killed before it started loses that
+        # attempt too (seen in CI: the crasher's three leases all died with the exiter).
+        assert runs[t] <= 3 and infos[t].attempts == 3, (runs[t], infos[t])
+    assert sum(runs[t] for t in poison) >= 1  # the poison did run, and was stopped
     for t in garbage:
         assert infos[t].state == "dead" and infos[t].reason == "decode_error", infos[t]
         assert dones[t] == 0
