@@ -60,3 +60,24 @@ def test_quick_run_measures_every_installed_system(tmp_path: Path) -> None:
 
 def _installed(name: str) -> bool:
     return importlib.util.find_spec(name.split("-")[0]) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_cost_breakdown_gives_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "cost.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cost", "-n", "500", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "redis-py INCR, 1 thread",
+        "redis-py INCR, 64 threads",
+        "dtqs worker, 1 process x 64 slots, empty body",
+        "dtqs worker, 1 process x 64 slots, INCR body",
+    ]
+    for row in rows:
+        per_s, cpu_us = (float(c.strip().replace(",", "")) for c in row.split("|")[2:4])
+        assert per_s > 0 and cpu_us > 0, row
