@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from dtqs.runtime import logs
-from dtqs.runtime.errors import DtqsError, ManifestError
+from dtqs.runtime.errors import INVALID, DtqsError, ManifestError
 from dtqs.runtime.manifest import Manifest, load_manifest, resolve_config_path
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -252,7 +252,10 @@ def scheduler(config: str | None, redis_url: str | None, reload: bool, log_level
     logs.setup("scheduler", log_level)
     manifest = load(config)
     client = make_client(config, redis_url, manifest)
-    emitter = emf.EmfEmitter(client) if os.environ.get(emf.ENV) == "1" else None
+    try:
+        emitter = emf.EmfEmitter(client) if emf.enabled(os.environ) else None
+    except ValueError as exc:
+        raise DtqsError(str(exc), code=INVALID) from None
     runner = Scheduler(client, emf=emitter)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())

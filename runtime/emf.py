@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from dtqs.runtime.client import Client
 from dtqs.runtime.stats import QueueStats, queue_stats
 
-#: Environment variable that turns the emitter on ("1").
+#: Environment variable that turns the emitter on ("1", "true", "yes" or "on").
 ENV = "DTQS_CLOUDWATCH_EMF"
+_ON, _OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 NAMESPACE = "dtqs"
 DIMENSION = "Queue"
 #: CloudWatch metric name -> (unit, value of a queue's autoscaling signals).
@@ -33,6 +34,19 @@ METRICS: dict[str, tuple[str, Callable[[QueueStats], float]]] = {
     ),
     "SuggestedWorkers": ("Count", lambda s: s.autoscale.suggested_workers if s.autoscale else 0),
 }
+
+
+def enabled(environ: Mapping[str, str]) -> bool:
+    """Whether ``DTQS_CLOUDWATCH_EMF`` asks for the emitter.
+
+    Raises:
+        ValueError: a value that is neither on nor off (a typo must not silently
+            leave an autoscaler without its metric).
+    """
+    value = environ.get(ENV, "").strip().lower()
+    if value in _ON or value in _OFF:
+        return value in _ON
+    raise ValueError(f"{ENV}={environ[ENV]!r}: expected one of 1, true, yes, on, 0, false, no, off")
 
 
 def emf_line(stats: QueueStats, timestamp_ms: int) -> str:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dtqs.runtime.emf import emf_line
+from dtqs.runtime.emf import emf_line, enabled
 from dtqs.runtime.stats import Autoscale, QueueStats, rates, suggest_workers
 
 NOW = 1_000_000_000
@@ -68,3 +68,16 @@ def test_emf_line_is_one_cloudwatch_document_per_queue():
         "CompletionRate": 3.0, "SuggestedWorkers": 2,
     }  # fmt: skip
     assert doc["Queue"] == "mail"
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("1", True), ("true", True), (" On ", True), ("0", False), ("", False)]
+)
+def test_emf_switch_reads_common_spellings(value, on):
+    assert enabled({"DTQS_CLOUDWATCH_EMF": value}) is on
+    assert enabled({}) is False
+
+
+def test_emf_switch_refuses_a_typo_instead_of_staying_silent():
+    with pytest.raises(ValueError, match="DTQS_CLOUDWATCH_EMF='ture'"):
+        enabled({"DTQS_CLOUDWATCH_EMF": "ture"})
