@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
+from dtqs.runtime.errors import DtqsError
 from dtqs.runtime.manifest import QueueSpec
 from dtqs.runtime.redis.scripts import Leased, Outcome
 
@@ -101,6 +101,7 @@ class QueueRunner:
     def fetch_loop(self) -> None:
         w = self.worker
         pause = 0.1
+        idle_wait: float | None = None  #: block this long for a wake-up before fetching
         while not w.stopping.is_set():
             with self.cond:
                 while self.free <= 0 and not w.stopping.is_set():
@@ -111,30 +112,50 @@ class QueueRunner:
             token_base = f"{w.worker_id}:{self.spec.name}:{next(self._calls)}"
             try:
                 with w.broker.translated():
-                    got = w.broker.scripts.fetch(
-                        self.qk, want, self.lease_ms, token_base, self.level_order()
-                    )
+                    if idle_wait is None:
+                        got = w.broker.scripts.fetch(
+                            self.qk, want, self.lease_ms, token_base, self.level_order()
+                        )
+                    else:
+                        got = w.broker.scripts.wait_then_fetch(
+                            self.qk, idle_wait, want, self.lease_ms, token_base,
+                            self.level_order(),
+                        )  # fmt: skip
                 pause = 0.1
             except DtqsError as exc:
                 w.redis_trouble(exc)
                 w.stopping.wait(pause)
                 pause = min(pause * 2, 2.0)
+                idle_wait = None
                 continue
             if got.tasks:
                 entries = [Running(t, self) for t in got.tasks]
                 w.hold(entries)
+                # NOTE: a wait may end after a signal or a recycle began (held first, so
+                # that stop() releases them if it runs now): run no more, give them back.
+                if w.stopping.is_set() or w.draining.is_set():
+                    self.give_back(entries)
+                    break
                 with self.cond:
                     self.free -= len(entries)
                 w.dispatch(entries)
+                time.sleep(0)  # PERF: let a woken slot thread take the GIL before this fetches
+            idle_wait = None
             if len(got.tasks) < want:
-                timeout = IDLE_WAIT_S
+                idle_wait = IDLE_WAIT_S
                 if got.next_due_ms is not None:
-                    timeout = min(timeout, max((got.next_due_ms - got.now_ms) / 1000, 0.001))
-                try:
-                    w.broker.wait_for_work(self.qk, timeout)
-                except BrokerUnavailableError as exc:
-                    w.redis_trouble(exc)
-                    w.stopping.wait(pause)
+                    idle_wait = min(idle_wait, max((got.next_due_ms - got.now_ms) / 1000, 0.001))
+
+    def give_back(self, entries: Sequence[Running]) -> None:
+        """Release leased tasks that will not run here (fenced: a second release is a no-op)."""
+        try:
+            with self.worker.broker.translated():
+                self.worker.broker.scripts.release(
+                    self.qk, [(e.leased.id, e.leased.token) for e in entries]
+                )
+        except DtqsError as exc:
+            log.warning("could not release %d task(s) (leases will expire): %s", len(entries), exc)
+        self.worker.unhold(entries, finished=False)
 
     def slot_loop(self) -> None:
         me = threading.current_thread()

@@ -27,7 +27,7 @@ from dtqs.runtime.manifest import FunctionSpec, Manifest
 from dtqs.runtime.redis.broker import Broker
 from dtqs.runtime.redis.scripts import Outcome
 from dtqs.runtime.retry import Retry, SkipRetry, backoff_s
-from dtqs.runtime.runner import QueueRunner, Running
+from dtqs.runtime.runner import IDLE_WAIT_S, QueueRunner, Running
 from dtqs.runtime.stats import DurationRecorder
 
 log = logging.getLogger("dtqs.worker")
@@ -445,7 +445,9 @@ class Worker:
         """
         with self.lock:
             self.stopping.set()
-        deadline = time.monotonic() + grace_s
+        started = time.monotonic()
+        self.wake_fetchers()
+        deadline = started + grace_s
         while time.monotonic() < deadline:
             with self.lock:
                 busy = any(e.started and not e.done for e in self.held.values())
@@ -454,12 +456,26 @@ class Worker:
             time.sleep(0.02)
         released = self.release_unfinished()
         for runner in self.runners:
+            # NOTE: a fetcher blocked in its idle wait may still lease tasks when the
+            # wait ends; it gives them back itself, before this process may exit.
+            if runner._fetcher is not None:
+                left = started + IDLE_WAIT_S + 0.5 - time.monotonic()
+                runner._fetcher.join(timeout=max(0.0, left))
+        for runner in self.runners:
             runner.outcomes.put(None)
         for runner in self.runners:
             if runner._acker is not None:
                 runner._acker.join(timeout=10)
         self.hard_stop.set()  # an acknowledger still retrying gives up: leases take over
         return released
+
+    def wake_fetchers(self) -> None:
+        """Cut idle waits short (best effort: a wake-up token may go to another worker)."""
+        try:
+            with self.broker.translated():
+                self.broker.wake([runner.qk for runner in self.runners])
+        except DtqsError:
+            pass  # Redis is away: the waits end by their timeout
 
     def release_unfinished(self) -> int:
         with self.lock:

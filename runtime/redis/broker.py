@@ -238,10 +238,14 @@ class Broker:
                 return [str(x) for x in self.redis.lrange(key, offset, offset + count - 1)]
             return [str(x) for x in self.redis.zrevrange(key, offset, offset + count - 1)]
 
-    def wait_for_work(self, qk: QueueKeys, timeout_s: float) -> bool:
-        """Block until a wake-up token arrives or the timeout passes; True if woken."""
+    def wake(self, queues: Sequence[QueueKeys]) -> None:
+        """One wake-up token per queue: a worker blocked in its idle wait fetches now."""
         with self.translated():
-            return self.redis.blpop([qk.notify], timeout=max(timeout_s, 0.001)) is not None
+            pipe = self.redis.pipeline(transaction=False)
+            for qk in queues:
+                pipe.lpush(qk.notify, "1")
+                pipe.ltrim(qk.notify, 0, 31)
+            pipe.execute()
 
     def set_paused(self, qk: QueueKeys, paused: bool) -> None:
         with self.translated():

@@ -56,6 +56,39 @@ def test_fetch_leases_only_as_many_as_asked(client):
     assert client.get(ids[2]).state == "queued"
 
 
+def wait_then_fetch(client, timeout_s, n=10):
+    with client.broker.translated():
+        return client.broker.scripts.wait_then_fetch(
+            qk(client), timeout_s, n, 60_000, "w", [0, 1, 2, 3]
+        )
+
+
+def test_an_idle_wait_ends_with_the_new_task_leased(client, r):
+    r.delete(qk(client).notify)
+    later = threading.Timer(0.3, lambda: submitted.append(client.submit("echo", 1)))
+    submitted: list[str] = []
+    later.start()
+    got = wait_then_fetch(client, 20)  # ends at the submission, not after 20 s
+    later.join()
+    assert [t.id for t in got.tasks] == submitted
+    assert client.get(submitted[0]).state == "running"
+    assert r.llen(qk(client).notify) == 0  # the one wake-up token was taken by the wait
+
+
+def test_an_idle_wait_that_times_out_still_fetches(client, r):
+    task_id = client.submit("echo", 1)
+    r.delete(qk(client).notify)  # no token: the wait runs to its timeout
+    got = wait_then_fetch(client, 0.05)
+    assert [t.id for t in got.tasks] == [task_id]
+    assert wait_then_fetch(client, 0.05).tasks == []
+
+
+def test_an_idle_wait_reloads_a_script_the_server_forgot(client, r):
+    task_id = client.submit("echo", 1)
+    r.script_flush()
+    assert [t.id for t in wait_then_fetch(client, 0.05).tasks] == [task_id]
+
+
 def test_weighted_order_serves_the_given_level_first(client):
     high = client.submit("echo", 1, priority="high")
     low = client.submit("echo", 2, priority="low")

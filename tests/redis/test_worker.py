@@ -250,6 +250,28 @@ def test_stop_releases_unfinished_tasks_at_once(setup, tmp_path):
     assert client.queues()["default"]["active"] == 0
 
 
+@pytest.mark.parametrize("flag", ["stopping", "draining"])
+def test_a_task_leased_as_the_worker_winds_down_is_given_back(setup, tmp_path, flag):
+    # The fetcher's idle wait and its fetch are one round trip: when the wait ends after
+    # a signal (stopping) or a recycle (draining) began, the leased task must go back to
+    # its queue at once, not run here nor wait for its lease to expire.
+    client, worker = setup()
+    worker.start()
+    time.sleep(0.3)  # both fetchers are in their idle wait
+    getattr(worker.worker, flag).set()
+    task_id = client.submit("note", {"ledger": str(tmp_path / "ledger")})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        info = client.get(task_id)
+        if client.queues()["default"]["active"] == 0 and info.state == "queued":
+            break
+        time.sleep(0.01)
+    assert info.state == "queued" and info.attempts == 0
+    assert client.queues()["default"]["active"] == 0
+    assert ledger(tmp_path) == []  # it did not run
+    assert worker.worker.in_flight() == 0
+
+
 def test_worker_registers_a_heartbeat(setup):
     client, worker = setup()
     with worker:
