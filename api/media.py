@@ -13,6 +13,8 @@ from typing import Any
 import falcon
 from falcon import media
 
+from dtqs.runtime.payload import STRICT_JSON
+
 #: Deepest nesting of arrays and objects a request body may have.
 MAX_DEPTH = 200
 
@@ -59,7 +61,7 @@ def loads(data: str | bytes) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return STRICT_JSON.encode(value)
 
 
 def handlers() -> media.Handlers:

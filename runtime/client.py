@@ -151,8 +151,8 @@ class Client(Inspection):
     def prepare_item(self, item: Mapping[str, Any]) -> tuple[QueueSpec, NewTask]:
         if not isinstance(item, Mapping):
             raise PayloadValidationError("each task must be an object")
-        unknown = sorted(set(item) - SUBMIT_FIELDS)
-        if unknown:
+        if not SUBMIT_FIELDS.issuperset(item):
+            unknown = sorted(set(item) - SUBMIT_FIELDS)
             raise PayloadValidationError(
                 f"unknown field(s) {', '.join(unknown)}; "
                 f"allowed: {', '.join(sorted(SUBMIT_FIELDS))}",

@@ -10,11 +10,15 @@ from jsonschema import validators
 from dtqs.runtime.errors import PayloadValidationError, Violation
 from dtqs.runtime.manifest import FunctionSpec
 
+#: Strict, compact JSON: no NaN/Infinity. PERF: one encoder, reused; json.dumps with
+#: any option builds a new JSONEncoder per call.
+STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
 
 def encode_json(value: Any, what: str) -> str:
     """Strict JSON text (no NaN/Infinity), or PayloadValidationError saying why not."""
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        return STRICT_JSON.encode(value)
     except (TypeError, ValueError) as exc:
         raise PayloadValidationError(f"{what} is not JSON-serialisable: {exc}") from exc
 

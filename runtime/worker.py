@@ -24,6 +24,7 @@ from dtqs.runtime import handlers
 from dtqs.runtime.context import TaskContext
 from dtqs.runtime.errors import DtqsError
 from dtqs.runtime.manifest import FunctionSpec, Manifest
+from dtqs.runtime.payload import STRICT_JSON
 from dtqs.runtime.redis.broker import Broker
 from dtqs.runtime.redis.scripts import Outcome
 from dtqs.runtime.retry import Retry, SkipRetry, backoff_s
@@ -314,7 +315,7 @@ class Worker:
 
     def success(self, entry: Running, spec: FunctionSpec, result: Any, started: float) -> Outcome:
         try:
-            data = json.dumps(result, allow_nan=False, separators=(",", ":"))
+            data = STRICT_JSON.encode(result)
         except (TypeError, ValueError) as exc:
             error = TypeError(f"the handler's result is not JSON-serialisable: {exc}")
             return self.failure(entry, spec, error, started)
