@@ -1,8 +1,10 @@
-"""One queue inside one worker process: its fetcher, handler slots and acknowledger.
+"""One queue inside one worker process: its handler slots and acknowledger.
 
-The fetcher leases only as many tasks as there are free slots (no hidden prefetch),
-blocks on the queue's wake-up list when it is empty, and hands tasks to the Worker;
-outcomes are recorded in batches, fenced by each task's lease token.
+One slot thread at a time is the fetcher (the role passes between idle slot threads
+through the work queue). It leases only as many tasks as there are free slots (no
+hidden prefetch), blocks on the queue's wake-up list when it is empty, queues what it
+leased for the other slots and runs the first task itself; outcomes are recorded in
+batches, fenced by each task's lease token.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from dtqs.runtime.errors import DtqsError
 from dtqs.runtime.manifest import QueueSpec
@@ -32,6 +34,8 @@ FETCH_MAX = 100
 ACK_MAX = 500
 #: Longest an idle fetcher blocks before it looks again (pause/resume, due retries).
 IDLE_WAIT_S = 1.0
+#: The fetcher's role, passed between slot threads through the work queue.
+FETCH = object()
 
 
 @dataclass(eq=False)
@@ -59,14 +63,16 @@ class QueueRunner:
         self.lease_ms = int(spec.visibility_timeout_s * 1000)
         self.free = concurrency
         self.cond = threading.Condition()
-        self.work: queue_mod.SimpleQueue[Running | None] = queue_mod.SimpleQueue()
+        #: Leased tasks for the slot threads, and FETCH: the thread taking it fetches next.
+        self.work: queue_mod.SimpleQueue[Running | object | None] = queue_mod.SimpleQueue()
+        self.fetching = threading.Lock()  #: held while a fetch call is in flight
+        self.idle_wait: float | None = None  #: block this long for a wake-up before fetching
         self.outcomes: queue_mod.SimpleQueue[tuple[Running, Outcome] | None] = (
             queue_mod.SimpleQueue()
         )
         self.threads: list[threading.Thread] = []
         self._calls = itertools.count(1)
         self._acker: threading.Thread | None = None
-        self._fetcher: threading.Thread | None = None
 
     # -- threads ---------------------------------------------------------------
 
@@ -75,9 +81,8 @@ class QueueRunner:
             self.add_slot_thread()
         name = self.spec.name
         self._acker = threading.Thread(target=self.ack_loop, name=f"ack-{name}", daemon=True)
-        self._fetcher = threading.Thread(target=self.fetch_loop, name=f"fetch-{name}", daemon=True)
         self._acker.start()
-        self._fetcher.start()
+        self.work.put(FETCH)
 
     def add_slot_thread(self) -> None:
         t = threading.Thread(target=self.slot_loop, name=f"slot-{self.spec.name}", daemon=True)
@@ -98,53 +103,93 @@ class QueueRunner:
             levels.remove(pick)
         return order
 
-    def fetch_loop(self) -> None:
+    def slot_loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            item = self.work.get()
+            if item is None:
+                return
+            entry = self.fetch_turn() if item is FETCH else cast(Running, item)
+            if entry is None:
+                continue
+            entry.thread = me
+            self.worker.run_sync(entry)
+            if entry.abandoned:
+                return  # a replacement thread took this slot over when it timed out
+
+    def fetch_turn(self) -> Running | None:
+        """This thread holds the fetcher's role: fetch until tasks come, queue them, pass
+        the role on (FETCH back in the work queue, behind them) and return the first plain
+        task to run here. PERF: that task reaches its handler without waking another
+        thread. None: nothing to run here (only async tasks came, or the worker winds
+        down, in which case the role is not passed on and fetching ends)."""
         w = self.worker
         pause = 0.1
-        idle_wait: float | None = None  #: block this long for a wake-up before fetching
-        while not w.stopping.is_set():
+        while True:
             with self.cond:
                 while self.free <= 0 and not w.stopping.is_set():
                     self.cond.wait(0.5)
                 want = min(self.free, FETCH_MAX)
-            if w.stopping.is_set() or w.draining.is_set():
-                break
-            token_base = f"{w.worker_id}:{self.spec.name}:{next(self._calls)}"
             try:
-                with w.broker.translated():
-                    if idle_wait is None:
-                        got = w.broker.scripts.fetch(
-                            self.qk, want, self.lease_ms, token_base, self.level_order()
-                        )
-                    else:
-                        got = w.broker.scripts.wait_then_fetch(
-                            self.qk, idle_wait, want, self.lease_ms, token_base,
-                            self.level_order(),
-                        )  # fmt: skip
+                entries = self.lease(want)
                 pause = 0.1
             except DtqsError as exc:
                 w.redis_trouble(exc)
                 w.stopping.wait(pause)
                 pause = min(pause * 2, 2.0)
-                idle_wait = None
+                self.idle_wait = None
                 continue
-            if got.tasks:
-                entries = [Running(t, self) for t in got.tasks]
+            if entries is None:
+                return None
+            if not entries:
+                continue
+            with self.cond:
+                self.free -= len(entries)
+            plain = w.dispatch(entries)
+            for entry in plain[1:]:
+                self.work.put(entry)
+            self.work.put(FETCH)
+            return plain[0] if plain else None
+
+    def lease(self, want: int) -> list[Running] | None:
+        """One fetch (after the idle wait when the queue looked empty); None once the
+        worker stops or recycles. Under `fetching`, so that stop() can wait for a call in
+        flight: tasks a wait leased after the signal go back before the process exits."""
+        w = self.worker
+        with self.fetching:
+            if w.stopping.is_set() or w.draining.is_set():
+                return None
+            token_base = f"{w.worker_id}:{self.spec.name}:{next(self._calls)}"
+            with w.broker.translated():
+                if self.idle_wait is None:
+                    got = w.broker.scripts.fetch(
+                        self.qk, want, self.lease_ms, token_base, self.level_order()
+                    )
+                else:
+                    got = w.broker.scripts.wait_then_fetch(
+                        self.qk, self.idle_wait, want, self.lease_ms, token_base,
+                        self.level_order(),
+                    )  # fmt: skip
+            self.idle_wait = None
+            if len(got.tasks) < want:
+                self.idle_wait = IDLE_WAIT_S
+                if got.next_due_ms is not None:
+                    due_s = (got.next_due_ms - got.now_ms) / 1000
+                    self.idle_wait = min(self.idle_wait, max(due_s, 0.001))
+            entries = [Running(t, self) for t in got.tasks]
+            if entries:
                 w.hold(entries)
-                # NOTE: a wait may end after a signal or a recycle began (held first, so
-                # that stop() releases them if it runs now): run no more, give them back.
+                # NOTE: a wait may end after a signal or a recycle began: run none of
+                # what it leased, give it back now (held first, so stop() sees it too).
                 if w.stopping.is_set() or w.draining.is_set():
                     self.give_back(entries)
-                    break
-                with self.cond:
-                    self.free -= len(entries)
-                w.dispatch(entries)
-                time.sleep(0)  # PERF: let a woken slot thread take the GIL before this fetches
-            idle_wait = None
-            if len(got.tasks) < want:
-                idle_wait = IDLE_WAIT_S
-                if got.next_due_ms is not None:
-                    idle_wait = min(idle_wait, max((got.next_due_ms - got.now_ms) / 1000, 0.001))
+                    return None
+            return entries
+
+    def wait_fetch_idle(self, timeout_s: float) -> None:
+        """Wait (at most timeout_s) for a fetch in flight to end; called while stopping."""
+        if self.fetching.acquire(timeout=max(timeout_s, 0.0)):
+            self.fetching.release()
 
     def give_back(self, entries: Sequence[Running]) -> None:
         """Release leased tasks that will not run here (fenced: a second release is a no-op)."""
@@ -156,17 +201,6 @@ class QueueRunner:
         except DtqsError as exc:
             log.warning("could not release %d task(s) (leases will expire): %s", len(entries), exc)
         self.worker.unhold(entries, finished=False)
-
-    def slot_loop(self) -> None:
-        me = threading.current_thread()
-        while True:
-            entry = self.work.get()
-            if entry is None:
-                return
-            entry.thread = me
-            self.worker.run_sync(entry)
-            if entry.abandoned:
-                return  # a replacement thread took this slot over when it timed out
 
     def slot_done(self) -> None:
         with self.cond:

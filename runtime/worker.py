@@ -155,9 +155,11 @@ class Worker:
             found = self._handlers[spec.name] = handlers.Handler.load(spec)
         return found
 
-    def dispatch(self, entries: Sequence[Running]) -> None:
-        """Hand leased tasks to the slot threads, or in one call to the event loop."""
-        on_loop = []
+    def dispatch(self, entries: Sequence[Running]) -> list[Running]:
+        """Send `async def` tasks to the event loop in one call; return the others, for
+        slot threads (an unknown function or a handler that fails to import among them:
+        its slot thread reports that as the outcome)."""
+        on_loop, plain = [], []
         for entry in entries:
             spec = self.manifest.functions.get(entry.leased.function)
             try:
@@ -167,10 +169,11 @@ class Worker:
             if found is not None and found.is_async:
                 on_loop.append((entry, spec, found))
             else:
-                entry.runner.work.put(entry)
+                plain.append(entry)
         if on_loop:
             # PERF: one wake-up of the loop per batch, not a future per task.
             self.event_loop().call_soon_threadsafe(self._start_async, on_loop)
+        return plain
 
     def _start_async(self, batch: list[tuple[Running, FunctionSpec, handlers.Handler]]) -> None:
         loop = asyncio.get_running_loop()
@@ -459,9 +462,7 @@ class Worker:
         for runner in self.runners:
             # NOTE: a fetcher blocked in its idle wait may still lease tasks when the
             # wait ends; it gives them back itself, before this process may exit.
-            if runner._fetcher is not None:
-                left = started + IDLE_WAIT_S + 0.5 - time.monotonic()
-                runner._fetcher.join(timeout=max(0.0, left))
+            runner.wait_fetch_idle(started + IDLE_WAIT_S + 0.5 - time.monotonic())
         for runner in self.runners:
             runner.outcomes.put(None)
         for runner in self.runners:
