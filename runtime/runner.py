@@ -121,8 +121,7 @@ class QueueRunner:
         """This thread holds the fetcher's role: fetch until tasks come, queue them, pass
         the role on (FETCH back in the work queue, behind them) and return the first plain
         task to run here. PERF: that task reaches its handler without waking another
-        thread. None: nothing to run here (only async tasks came, or the worker winds
-        down, in which case the role is not passed on and fetching ends)."""
+        thread. None: the worker winds down; the role is not passed on, fetching ends."""
         w = self.worker
         pause = 0.1
         while True:
@@ -146,10 +145,13 @@ class QueueRunner:
             with self.cond:
                 self.free -= len(entries)
             plain = w.dispatch(entries)
+            if not plain:  # only `async def` tasks: keep the role, no other thread to wake
+                time.sleep(0)  # PERF: let the event loop take the GIL before the next call
+                continue
             for entry in plain[1:]:
                 self.work.put(entry)
             self.work.put(FETCH)
-            return plain[0] if plain else None
+            return plain[0]
 
     def lease(self, want: int) -> list[Running] | None:
         """One fetch (after the idle wait when the queue looked empty); None once the
