@@ -270,6 +270,10 @@ def test_a_task_leased_as_the_worker_winds_down_is_given_back(setup, tmp_path, f
     assert client.queues()["default"]["active"] == 0
     assert ledger(tmp_path) == []  # it did not run
     assert worker.worker.in_flight() == 0
+    # NOTE: the fixture stops only workers not already stopping; this one must not keep
+    # its heartbeat registered for the tests after it.
+    worker.stop(0.5)
+    assert client.workers() == []
 
 
 def test_worker_registers_a_heartbeat(setup):
