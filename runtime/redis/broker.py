@@ -253,7 +253,7 @@ class Broker:
                 self.redis.set(qk.paused, "1")
             else:
                 self.redis.delete(qk.paused)
-                self.redis.lpush(qk.notify, "1")
+                self.wake([qk])
 
     def server_time_ms(self) -> int:
         """The Redis server's clock, ms: the one clock every process agrees on."""
