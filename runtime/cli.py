@@ -259,18 +259,11 @@ def scheduler(config: str | None, redis_url: str | None, reload: bool, log_level
     runner = Scheduler(client, emf=emitter)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
-    while not runner.stopping.is_set():
-        try:
-            runner.start(manifest)
-            break
-        except DtqsError as exc:
-            log.warning("scheduler cannot start yet: %s; retrying", exc)
-            runner.stopping.wait(1.0)
     reloader = ManifestReloader(manifest.path, runner.reload, name="scheduler") if reload else None
     if reloader is not None:
         reloader.start()
     try:
-        runner.run()
+        runner.run(manifest)  # starts once Redis answers (its clock places the schedules)
     finally:
         if reloader is not None:
             reloader.stop()

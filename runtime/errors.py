@@ -123,9 +123,17 @@ class TaskStateError(DtqsError):
 
 
 class BrokerUnavailableError(DtqsError):
-    """Redis could not be reached or did not answer in time; nothing was stored."""
+    """Redis could not be reached, did not answer in time, or cannot take writes now.
+
+    ``outage``: Redis itself is away or unusable (False: this call alone failed, e.g.
+    a submission that reached Redis after its deadline, or every pooled connection busy).
+    """
 
     code = UNAVAILABLE
+
+    def __init__(self, message: str, *, outage: bool = True) -> None:
+        super().__init__(message)
+        self.outage = outage
 
 
 class SettingsError(DtqsError):

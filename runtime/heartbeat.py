@@ -25,6 +25,8 @@ log = logging.getLogger("dtqs.worker")
 TIMEOUT_TICK_S = 0.1
 #: A thread stuck this long past its task's timeout makes the process recycle itself.
 STUCK_GRACE_S = 5.0
+#: After a beat that failed (Redis away), the next try comes this soon.
+RETRY_S = 0.5
 
 
 class Loop:
@@ -41,16 +43,19 @@ class Loop:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # never started: nothing to join
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while True:  # NOTE: the first tick at once (the heartbeat's first beat)
             try:
                 self._tick()
             except DtqsError as exc:
                 log.debug("%s: %s", self._thread.name, exc)
             except Exception:  # a bug here must not stop lease renewal for good
                 log.exception("%s failed; continuing", self._thread.name)
+            if self._stop.wait(self.interval_s):
+                return
 
 
 class Heartbeat:
@@ -66,10 +71,12 @@ class Heartbeat:
         )
         self._next_beat = 0.0
         self._stuck_since: float | None = None
+        self._policy_checked = -1  #: the broker's outage.recoveries when last checked
         self._loop = Loop("heartbeat", TIMEOUT_TICK_S, self.tick)
 
     def start(self) -> None:
-        self.beat()
+        """Start the loop; its first tick beats. NOTE: no Redis call here, so a worker
+        started before Redis (or in an outage) starts, and beats once Redis answers."""
         self._loop.start()
 
     def stop(self) -> None:
@@ -84,13 +91,21 @@ class Heartbeat:
         w = self.worker
         w.expire_overdue()
         now = time.monotonic()
-        if now >= self._next_beat:
-            self._next_beat = now + self.interval_s
-            self.renew()
-            self.beat()
-            self.check_recycle(now)
-            # NOTE(metrics): one pipeline of duration deltas per beat, not a write per task.
-            self.worker.durations.flush(self.worker.broker)
+        if now < self._next_beat:
+            return
+        # NOTE: after a failed beat the next try comes soon, not a whole interval later:
+        # leases, the registry and the policy check are back within a second of Redis.
+        self._next_beat = now + min(self.interval_s, RETRY_S)
+        self.check_recycle(now)  # before any Redis call: it must work in an outage too
+        self.renew()
+        self.beat()
+        self._next_beat = now + self.interval_s
+        recoveries = w.broker.outage.recoveries
+        if self._policy_checked != recoveries:
+            w.check_eviction_policy()
+            self._policy_checked = recoveries
+        # NOTE(metrics): one pipeline of duration deltas per beat, not a write per task.
+        w.durations.flush(w.broker)
 
     def renew(self) -> None:
         w = self.worker

@@ -86,15 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     for problem in check_handlers(manifest):
         log.warning("%s", problem)
     grace = manifest.workers.grace_s if args.grace is None else args.grace
-    try:
-        worker.start()
-    except DtqsError as exc:
-        log.warning("starting while Redis is unavailable (%s); will keep retrying", exc)
+    # NOTE: none of these calls Redis: a worker started before Redis (or during an
+    # outage) serves once it answers. Anything they raise is a bug: the process exits
+    # non-zero and the supervisor starts a new one, instead of idling here for good.
+    worker.start()
     heartbeat, sweep = Heartbeat(worker), Sweep(worker)
-    try:
-        heartbeat.start()
-    except DtqsError:
-        pass
+    heartbeat.start()
     sweep.start()
     log.info(
         "worker %s serving %s", worker.worker_id,

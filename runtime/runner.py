@@ -34,6 +34,8 @@ FETCH_MAX = 100
 ACK_MAX = 500
 #: Longest an idle fetcher blocks before it looks again (pause/resume, due retries).
 IDLE_WAIT_S = 1.0
+#: Longest pause between fetches that failed (Redis away).
+RETRY_MAX_S = 0.5
 #: The fetcher's role, passed between slot threads through the work queue.
 FETCH = object()
 
@@ -135,7 +137,9 @@ class QueueRunner:
             except DtqsError as exc:
                 w.redis_trouble(exc)
                 w.stopping.wait(pause)
-                pause = min(pause * 2, 2.0)
+                # NOTE: at most RETRY_MAX_S between tries: fetching resumes within about
+                # that long of Redis coming back (each try while it is away is cheap).
+                pause = min(pause * 2, RETRY_MAX_S)
                 self.idle_wait = None
                 continue
             if entries is None:

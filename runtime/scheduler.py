@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from dtqs.runtime.client import Client
 from dtqs.runtime.emf import EmfEmitter
-from dtqs.runtime.errors import DtqsError
+from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
 from dtqs.runtime.manifest import Manifest, ScheduleSpec
 from dtqs.runtime.schedule_times import Rule, rule
 
@@ -73,6 +73,9 @@ class Scheduler:
         self.entries: dict[str, Entry] = {}
         self.stopping = threading.Event()
         self._lock = threading.Lock()
+        self.started = False
+        self._pending: Manifest | None = None  #: a manifest to load once Redis answers
+        self._last_trouble = ""
 
     def redis_now(self) -> datetime:
         return datetime.fromtimestamp(self.client.broker.server_time_ms() / 1000, UTC)
@@ -98,11 +101,42 @@ class Scheduler:
 
     def start(self, manifest: Manifest) -> None:
         self.load(manifest, self.clock(), starting=True)
+        self.started = True
         log.info("scheduler firing %s", ", ".join(self.entries) or "no schedules")
 
     def reload(self, manifest: Manifest) -> None:
-        self.load(manifest, self.clock())
-        log.info("schedules reloaded: %s", ", ".join(self.entries) or "none")
+        """Take a new manifest (hot reload). While Redis is away (its clock places new
+        schedules in time) or before the first start, it is loaded at the next look
+        that reaches Redis: a valid manifest never fails to reload for an outage."""
+        with self._lock:
+            self._pending = manifest
+        try:
+            self._apply_pending()
+        except BrokerUnavailableError as exc:
+            self.trouble(exc)
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            manifest = self._pending
+        if manifest is None:
+            return
+        if not self.started:
+            self.start(manifest)
+        else:
+            self.load(manifest, self.clock())
+            log.info("schedules reloaded: %s", ", ".join(self.entries) or "none")
+        with self._lock:
+            if self._pending is manifest:
+                self._pending = None
+
+    def trouble(self, exc: DtqsError) -> None:
+        """A look failed and will be retried. An outage is logged once by the broker
+        (runtime/outage.py); another error once until it changes."""
+        if isinstance(exc, BrokerUnavailableError) and exc.outage:
+            return
+        if exc.message != self._last_trouble:
+            self._last_trouble = exc.message
+            log.warning("scheduler: %s; retrying", exc.message)
 
     def due(self, entry: Entry, now: datetime, limit: int = MAX_CATCH_UP) -> list[datetime]:
         """Ticks in (entry.cursor, now], oldest first; the latest `limit` of them."""
@@ -165,8 +199,7 @@ class Scheduler:
                         self.fire(entry.spec, at)
                     except DtqsError as exc:
                         # NOTE: leave the cursor before this tick; the next look retries it.
-                        log.warning("schedule %s: tick %s not submitted yet: %s",
-                                    entry.spec.name, at.isoformat(), exc)  # fmt: skip
+                        self.trouble(exc)
                         break
                     entry.cursor = at
                 else:
@@ -176,17 +209,27 @@ class Scheduler:
                     wait = min(wait, max((upcoming - now).total_seconds(), 0.0))
         return wait
 
-    def run(self) -> None:
-        """Fire until stop() is called; Redis outages are waited out."""
+    def run(self, manifest: Manifest | None = None) -> None:
+        """Fire until stop() is called; Redis outages are waited out.
+
+        ``manifest``: start with it first (at the first look that reaches Redis: a
+        scheduler started before Redis starts firing as soon as it answers).
+        """
+        if manifest is not None:
+            with self._lock:
+                self._pending = self._pending or manifest
         while not self.stopping.is_set():
+            wait = MAX_SLEEP_S
             try:
-                wait = self.tick()
+                self._apply_pending()
+                if self.started:
+                    wait = self.tick()
                 if self.emf is not None:
                     self.emf.maybe_emit()
                     wait = min(wait, self.emf.seconds_until_due())
             except DtqsError as exc:
-                log.warning("scheduler: %s; retrying", exc)
-                wait = MAX_SLEEP_S
+                self.trouble(exc)
+                wait = min(wait, MAX_SLEEP_S)
             self.stopping.wait(wait + 0.001)
 
     def stop(self) -> None:

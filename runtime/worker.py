@@ -22,7 +22,7 @@ from typing import Any
 
 from dtqs.runtime import handlers
 from dtqs.runtime.context import TaskContext
-from dtqs.runtime.errors import DtqsError
+from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
 from dtqs.runtime.manifest import FunctionSpec, Manifest
 from dtqs.runtime.payload import STRICT_JSON
 from dtqs.runtime.redis.broker import Broker
@@ -141,7 +141,11 @@ class Worker:
         with self.lock:
             return len(self.held)
 
-    def redis_trouble(self, exc: Exception) -> None:
+    def redis_trouble(self, exc: DtqsError) -> None:
+        """A call failed and will be retried. An outage is logged once by the broker
+        (runtime/outage.py); anything else at most every 5 s."""
+        if isinstance(exc, BrokerUnavailableError) and exc.outage:
+            return
         now = time.monotonic()
         if now - self._last_trouble > 5 and not self.stopping.is_set():
             log.warning("Redis trouble, retrying: %s", exc)
@@ -432,6 +436,14 @@ class Worker:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the queue runners. No Redis call here: a worker started before Redis
+        (or during an outage) serves as soon as Redis answers (the runners retry)."""
+        for runner in self.runners:
+            runner.start()
+
+    def check_eviction_policy(self) -> None:
+        """Warn when Redis may evict task keys (called by the heartbeat whenever Redis
+        answers after start or after an outage: a restarted server may have a new one)."""
         policy = self.broker.eviction_policy()
         if policy not in ("noeviction", "unknown"):
             log.warning(
@@ -439,8 +451,6 @@ class Worker:
                 "set it to noeviction",
                 policy,
             )
-        for runner in self.runners:
-            runner.start()
 
     def stop(self, grace_s: float) -> int:
         """Stop fetching, let running tasks finish within grace, release the rest at once.

@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -19,6 +18,7 @@ from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError
 
 from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
+from dtqs.runtime.outage import Outage
 from dtqs.runtime.redis import keys
 from dtqs.runtime.redis.connect import (
     AUTH_FAILED,
@@ -40,48 +40,92 @@ DEFAULT_CONNECT_TIMEOUT_S = 2.0
 CLOCK_REFRESH_S = 10.0
 #: A submission's deadline is this much earlier than the caller's own give-up time.
 DEADLINE_MARGIN_MS = 50
+#: Most connections a broker opens (per node on a cluster); more callers wait for one.
+DEFAULT_MAX_CONNECTIONS = 64
+#: redis-py's message when no pooled connection came free within the pool's timeout.
+POOL_EXHAUSTED = "No connection available."
 
 
-@contextmanager
-def translated(url: str = "") -> Iterator[None]:
-    """Turn redis-py's failures into dtqs errors a caller can act on."""
-    try:
-        yield
-    except redis.exceptions.BusyLoadingError as exc:
-        raise BrokerUnavailableError("Redis is loading its data set; try again shortly") from exc
-    except MasterNotFoundError as exc:
-        raise BrokerUnavailableError(sentinel_failure(url, str(exc))) from exc
-    except (
-        redis.exceptions.ConnectionError,
-        redis.exceptions.TimeoutError,
-        redis.exceptions.ClusterError,  # NOTE: every node tried failed (mid-failover)
-        redis.exceptions.RedisClusterException,  # e.g. slots not covered yet
-    ) as exc:
+def translate(exc: BaseException, url: str = "") -> DtqsError | None:
+    """The dtqs error a redis-py failure means (None: `exc` is not one of redis-py's)."""
+    if isinstance(exc, redis.exceptions.BusyLoadingError):
+        return BrokerUnavailableError("Redis is loading its data set; try again shortly")
+    if isinstance(exc, MasterNotFoundError):
+        return BrokerUnavailableError(sentinel_failure(url, str(exc)))
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return _refused(str(exc), exc, url)
+    if isinstance(
+        exc,
+        redis.exceptions.ConnectionError
+        | redis.exceptions.TimeoutError
+        | redis.exceptions.ClusterError  # NOTE: every node tried failed (mid-failover)
+        | redis.exceptions.RedisClusterException,  # e.g. slots not covered yet
+    ):
+        return _unreachable(str(exc), url)
+    return None
+
+
+def _unreachable(text: str, url: str) -> BrokerUnavailableError:
+    where = f" at {redact(url)}" if url else ""
+    if text == POOL_EXHAUSTED:
+        # NOTE: Redis is fine; this process has every connection busy (see connect()).
+        return BrokerUnavailableError(
+            f"every connection to Redis{where} is in use (the pool is exhausted); too "
+            "many concurrent calls for this client's max_connections",
+            outage=False,
+        )
+    if is_auth_failure(text):
+        return BrokerUnavailableError(f"Redis{where} {AUTH_FAILED}: {text}")
+    return BrokerUnavailableError(f"Redis is unreachable{where}: {text}")
+
+
+def _refused(text: str, exc: BaseException, url: str) -> DtqsError:
+    # NOTE: a write inside a script is refused without the OOM prefix ("command not
+    # allowed when used memory > 'maxmemory'. script: ..."); the script stops at its
+    # first write, so nothing was stored either way.
+    if text.startswith("OOM") or "used memory > 'maxmemory'" in text:
+        return BrokerUnavailableError(
+            "Redis is out of memory (maxmemory reached); nothing was stored"
+        )
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return BrokerUnavailableError(
+            f"the Redis user lacks a permission dtqs needs ({text}); grant it +@all "
+            "on the key pattern ~<prefix>:* (see README, Production)"
+        )
+    if is_auth_failure(text):
         where = f" at {redact(url)}" if url else ""
-        if is_auth_failure(str(exc)):
-            raise BrokerUnavailableError(f"Redis{where} {AUTH_FAILED}: {exc}") from exc
-        raise BrokerUnavailableError(f"Redis is unreachable{where}: {exc}") from exc
-    except redis.exceptions.ResponseError as exc:
-        text = str(exc)
-        # NOTE: a write inside a script is refused without the OOM prefix ("command not
-        # allowed when used memory > 'maxmemory'. script: ..."); the script stops at its
-        # first write, so nothing was stored either way.
-        if text.startswith("OOM") or "used memory > 'maxmemory'" in text:
-            raise BrokerUnavailableError(
-                "Redis is out of memory (maxmemory reached); nothing was stored"
-            ) from exc
-        if isinstance(exc, redis.exceptions.NoPermissionError):
-            raise BrokerUnavailableError(
-                f"the Redis user lacks a permission dtqs needs ({text}); grant it +@all "
-                "on the key pattern ~<prefix>:* (see README, Production)"
-            ) from exc
-        if is_auth_failure(text):
-            where = f" at {redact(url)}" if url else ""
-            raise BrokerUnavailableError(f"Redis{where} {AUTH_FAILED}: {text}") from exc
-        if text.startswith(("MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "LOADING",
-                            "STALE")):  # fmt: skip
-            raise BrokerUnavailableError(f"Redis cannot take writes now: {text}") from exc
-        raise DtqsError(f"Redis refused a command: {text}") from exc
+        return BrokerUnavailableError(f"Redis{where} {AUTH_FAILED}: {text}")
+    if text.startswith("STALE"):  # a submission past its deadline: Redis itself is fine
+        return BrokerUnavailableError(f"Redis cannot take writes now: {text}", outage=False)
+    if text.startswith(("MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "LOADING",
+                        "MISCONF", "NOREPLICAS")):  # fmt: skip
+        return BrokerUnavailableError(f"Redis cannot take writes now: {text}")
+    return DtqsError(f"Redis refused a command: {text}")
+
+
+class Translated:
+    """``with broker.translated():`` turns redis-py's failures into dtqs errors a caller
+    can act on, and keeps the broker's outage state (one log line per change)."""
+
+    __slots__ = ("_broker",)
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        outage = self._broker.outage
+        if exc is None:
+            outage.ok()
+            return False
+        error = exc if isinstance(exc, DtqsError) else translate(exc, self._broker.url)
+        if isinstance(error, BrokerUnavailableError) and error.outage:
+            outage.failed(error.message)
+        if error is None or error is exc:
+            return False
+        raise error from exc
 
 
 class Broker:
@@ -95,10 +139,14 @@ class Broker:
         socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         deadline_s: float | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         """``deadline_s`` (the API's): a call is never retried after a timeout, so no
         request waits on Redis much longer than socket_timeout_s, and a submission that
-        reaches Redis after deadline_s stores nothing (see submit_deadline_ms)."""
+        reaches Redis after deadline_s stores nothing (see submit_deadline_ms).
+
+        ``max_connections``: callers beyond it wait for a free connection, up to
+        socket_timeout_s, then fail with "the pool is exhausted" (never "unreachable")."""
         self.url = url
         self.prefix = prefix
         self.deadline_s = deadline_s
@@ -119,6 +167,8 @@ class Broker:
             "socket_connect_timeout": connect_timeout_s,
             "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=errors),
             "health_check_interval": 30,
+            "max_connections": max_connections,
+            "pool_timeout_s": socket_timeout_s,
         }
         self._redis: Any = None
         self._scripts: Scripts | None = None
@@ -126,6 +176,8 @@ class Broker:
         self._offset_ms = 0.0  #: Redis's clock minus this process's monotonic clock, ms
         self._offset_at = -CLOCK_REFRESH_S
         self._qkeys: dict[tuple[str, int], QueueKeys] = {}
+        self.outage = Outage()  #: whether Redis answers this process (logged per change)
+        self._translated = Translated(self)
 
     @property
     def redis(self) -> Any:
@@ -169,8 +221,8 @@ class Broker:
         return enqueue_confirmed(self.redis, self.scripts, groups, replicas,
                                  max(1, int(timeout_s * 1000)), not_after_ms)  # fmt: skip
 
-    def translated(self) -> Any:
-        return translated(self.url)
+    def translated(self) -> Translated:
+        return self._translated
 
     def submit_deadline_ms(self) -> int:
         """Redis-clock ms after which a submission sent now must not be stored (-1: no

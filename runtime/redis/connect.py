@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import parse_url
-from redis.sentinel import Sentinel
+from redis.connection import BlockingConnectionPool, parse_url
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from dtqs.runtime.errors import BrokerUnavailableError, SettingsError
 
@@ -161,20 +161,35 @@ def _tls_kwargs(target: Target) -> dict[str, Any]:
     return out
 
 
-def connect(url: str, **common: Any) -> Any:
+class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A Sentinel-managed pool that, like BlockingConnectionPool, waits for a free
+    connection (up to its timeout) instead of failing at max_connections."""
+
+
+def connect(
+    url: str, *, max_connections: int = 64, pool_timeout_s: float = 5.0, **common: Any
+) -> Any:
     """A redis-py client for `url`: ``redis.Redis`` (one server or a Sentinel-managed
     master) or ``RedisCluster``. `common` (timeouts, retry, decode_responses…) applies
     to every connection.
+
+    At most `max_connections` connections are open (per node on a cluster); a caller
+    past that waits up to `pool_timeout_s` for one to be free. NOTE: redis-py's default
+    pool fails at once past 100 connections, which a Client shared by many threads hit
+    while Redis was healthy; that failure then read as "unreachable".
 
     A Cluster client reads the cluster's layout here, so an unreachable cluster
     raises BrokerUnavailableError (never with the password) instead of failing later.
     """
     scheme = scheme_of(url)
     if scheme in CLUSTER_SCHEMES:
-        return _cluster(url, parse(url), common)
+        return _cluster(url, parse(url), {**common, "max_connections": max_connections})
+    pool = {"max_connections": max_connections, "timeout": pool_timeout_s}
     if scheme in SENTINEL_SCHEMES:
-        return _sentinel(parse(url), common)
-    return redis.Redis.from_url(url, **common)
+        return _sentinel(parse(url), common, pool)
+    client = redis.Redis(connection_pool=BlockingConnectionPool.from_url(url, **common, **pool))
+    client.auto_close_connection_pool = True
+    return client
 
 
 def _cluster(url: str, target: Target, common: dict[str, Any]) -> RedisCluster:
@@ -193,7 +208,7 @@ def _cluster(url: str, target: Target, common: dict[str, Any]) -> RedisCluster:
         raise BrokerUnavailableError(f"Redis Cluster at {redact(url)} {what}: {text}") from exc
 
 
-def _sentinel(target: Target, common: dict[str, Any]) -> redis.Redis:
+def _sentinel(target: Target, common: dict[str, Any], pool: dict[str, Any]) -> redis.Redis:
     tls = _tls_kwargs(target)
     # NOTE: the Sentinels' clients get our quick retry too; redis-py's default would
     # back off for seconds per Sentinel before reporting, say, a wrong password.
@@ -206,11 +221,13 @@ def _sentinel(target: Target, common: dict[str, Any]) -> redis.Redis:
     sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_kwargs)
     return sentinel.master_for(
         target.service,
+        connection_pool_class=_SentinelBlockingPool,
         db=target.db,
         username=target.username,
         password=target.password,
         **tls,
         **common,
+        **pool,
     )
 
 

@@ -92,7 +92,8 @@ def _run_and_wait(
     if confirmed < replicas:
         raise BrokerUnavailableError(
             f"stored on the master but confirmed by {confirmed} of {replicas} replicas "
-            f"within {timeout_ms} ms (redis.wait_replicas); retry with the same idempotency key"
+            f"within {timeout_ms} ms (redis.wait_replicas); retry with the same idempotency key",
+            outage=False,
         )
     return replies
 

@@ -276,9 +276,9 @@ def test_a_task_leased_as_the_worker_winds_down_is_given_back(setup, tmp_path, f
     assert client.workers() == []
 
 
-def test_worker_registers_a_heartbeat(setup):
+def test_worker_registers_a_heartbeat(setup, wait_for):
     client, worker = setup()
     with worker:
-        live = client.workers()
+        live = wait_for(client.workers, 5, "the worker's first beat")
         assert len(live) == 1 and live[0]["queues"] == ["default", "fair"]
     assert client.workers() == []
