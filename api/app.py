@@ -17,10 +17,8 @@ import falcon
 
 from dtqs.api import admin, compat, errors, health, media, metrics, openapi, tasks
 from dtqs.api.auth import Auth
-from dtqs.runtime import settings
 from dtqs.runtime.client import Client
 from dtqs.runtime.manifest import Manifest, load_manifest, resolve_config_path
-from dtqs.runtime.redis.broker import Broker
 from dtqs.runtime.reloader import ManifestReloader
 
 log = logging.getLogger("dtqs.api")
@@ -74,15 +72,7 @@ def create_app(state: ApiState) -> falcon.App:
 
 def api_client(manifest: Manifest, redis_url: str | None = None) -> Client:
     """A client whose Redis calls give up within the API's deadline (then a 503)."""
-    timeout = manifest.api.redis_timeout_s
-    broker = Broker(
-        settings.redis_url(manifest, redis_url),
-        manifest.prefix,
-        socket_timeout_s=timeout,
-        connect_timeout_s=min(timeout, 1.0),
-        deadline_s=timeout,
-    )
-    return Client(manifest=manifest, broker=broker)
+    return Client(redis_url, manifest=manifest, timeout_s=manifest.api.redis_timeout_s)
 
 
 def manifest_reloader(state: ApiState) -> ManifestReloader:

@@ -68,12 +68,36 @@ def _to_epoch_ms(run_at: Any) -> int:
     )
 
 
+def make_broker(
+    manifest: Manifest, redis_url: str | None = None, timeout_s: float | None = None
+) -> Broker:
+    """A broker whose calls give up within `timeout_s` (default: the manifest's
+    ``api.redis_timeout``), and whose submissions that reach Redis later store nothing.
+
+    NOTE: a timed-out call is not retried (a frozen Redis would double the wait), and
+    a submission carries a deadline on Redis's clock (see Broker.submit_deadline_ms):
+    so "unavailable" means "not stored", except when the reply was lost after Redis
+    stored the task (README, Delivery guarantee: retry with the same idempotency key).
+    """
+    timeout = manifest.api.redis_timeout_s if timeout_s is None else timeout_s
+    return Broker(
+        settings.redis_url(manifest, redis_url),
+        manifest.prefix,
+        socket_timeout_s=timeout,
+        connect_timeout_s=min(timeout, 1.0),
+        deadline_s=timeout,
+    )
+
+
 class Client(Inspection):
     """Submit tasks to the functions of one manifest and inspect them.
 
     Args:
         redis_url: overrides ``$DTQS_REDIS_URL`` and the manifest's ``redis.url``.
         config: the manifest; default ``$DTQS_CONFIG``, else ``./dtqs.yaml``.
+        timeout_s: longest a call waits on Redis before it raises ``unavailable``
+            (default: the manifest's ``api.redis_timeout``, 1 s); a submission that
+            reaches Redis after it is refused there, so it is not stored later.
     """
 
     def __init__(
@@ -83,11 +107,10 @@ class Client(Inspection):
         *,
         manifest: Manifest | None = None,
         broker: Broker | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.manifest = manifest or load_manifest(resolve_config_path(config))
-        self.broker = broker or Broker(
-            settings.redis_url(self.manifest, redis_url), self.manifest.prefix
-        )
+        self.broker = broker or make_broker(self.manifest, redis_url, timeout_s)
         self._validators = Validators()
 
     def use_manifest(self, manifest: Manifest) -> None:

@@ -5,9 +5,12 @@ client shared by many threads never fails for want of a pooled connection."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+import time
 
 import pytest
+import redis
 
 from dtqs.runtime.client import Client
 from dtqs.runtime.errors import BrokerUnavailableError
@@ -170,3 +173,28 @@ def test_an_exhausted_pool_says_so_and_is_not_an_outage(redis_url):
             pool.release(conn)
     assert broker.ping()
     broker.close()
+
+
+def test_a_submit_to_a_frozen_redis_fails_within_the_deadline_and_stores_nothing(
+    project, redis_server
+):
+    """Before: Client.submit blocked 10 s on a frozen Redis, raised 'unavailable', and
+    the task was stored when Redis woke up. Now 'unavailable' means 'not stored'."""
+    p = project(MANIFEST)
+    proc, port = redis_server()
+    client = Client(redis_url=f"redis://127.0.0.1:{port}/0", manifest=p.manifest())
+    client.submit("echo", {"warm": True})  # reads Redis's clock for the deadline
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with pytest.raises(BrokerUnavailableError):
+            client.submit("echo", {"frozen": True})
+        took = time.monotonic() - began
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    r = redis.Redis(port=port, decode_responses=True)
+    time.sleep(0.3)  # anything still buffered lands by now
+    stored = [r.hget(k, "payload") for k in r.scan_iter("dtqs:{default}:t:*")]
+    client.close()
+    assert stored == ['{"warm":true}'], stored
+    assert took < 3.0, took  # the 1 s default deadline, far from the 10 s it took before
