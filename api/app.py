@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,9 +32,14 @@ class ApiState:
     """What every resource reads: the current manifest's client. Reload swaps it."""
 
     client: Client
+    #: free long-poll slots (api.max_long_polls at start; a reload does not resize it)
+    long_polls: threading.BoundedSemaphore = field(init=False)
     started_at: float = field(default_factory=time.time)
     reload_error: str | None = None  #: the last failed reload, shown by /readyz
     reload_failures: int = 0  #: failed reloads since start (dtqs_reload_failures_total)
+
+    def __post_init__(self) -> None:
+        self.long_polls = threading.BoundedSemaphore(self.manifest.api.max_long_polls)
 
     @property
     def manifest(self) -> Manifest:

@@ -157,8 +157,7 @@ class QueueCollector:
             "suggested": (
                 _gauge(
                     "dtqs_queue_suggested_workers",
-                    "Worker processes this queue needs now (>= 1 while a task is ready or "
-                    "leased).",
+                    "Worker processes this queue needs now (>= 1 while a task is ready or leased).",
                     q,
                 ),
                 lambda s: s.autoscale.suggested_workers if s.autoscale else 0,

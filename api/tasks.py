@@ -6,16 +6,15 @@ against pre-compiled validators before anything is stored.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import falcon
 
 from dtqs.api import media, params
-from dtqs.api.errors import ProblemError
+from dtqs.api.errors import RETRY_AFTER_S, ProblemError
 from dtqs.runtime.errors import PayloadValidationError, TaskNotFoundError, Violation
 from dtqs.runtime.redis.scripts import NewTask
-from dtqs.runtime.task import STATES
+from dtqs.runtime.task import STATES, TaskInfo
 
 if TYPE_CHECKING:
     from dtqs.api.app import ApiState
@@ -26,15 +25,15 @@ MAX_BATCH = 1000
 MAX_PAGE = 500
 
 
-def submitted(task: NewTask, queue: str) -> dict[str, Any]:
-    """The answer to a submission, from what was stored (no second round trip)."""
-    later = task.delay_ms > 0 or task.run_at_ms > time.time() * 1000
+def submitted(task: NewTask, queue: str, state: str) -> dict[str, Any]:
+    """The answer to a submission, from what was stored (no second round trip); the
+    state (queued or scheduled) is the script's, decided on Redis's clock."""
     return {
         "id": task.id,
         "function": task.function,
         "queue": queue,
         "priority": task.priority,
-        "state": "scheduled" if later else "queued",
+        "state": state,
         "attempts": 0,
         "idempotency_key": task.idempotency_key or None,
     }
@@ -72,12 +71,14 @@ class Tasks:
         if isinstance(body.get("function"), str):
             client.function(body["function"])  # unknown function: 404, not 422
         queue, task = client.prepare_item(body)
-        task_id, stored = client.store([(queue, task)])[0]
-        answer = submitted(task, queue.name)
-        if not stored:
+        task_id, state = client.store([(queue, task)])[0]
+        if state is not None:
+            answer = submitted(task, queue.name, state)
+        else:
             resp.set_header("Idempotent-Replayed", "true")
             info = client.get(task_id)
-            answer = info.to_dict() if info else {**answer, "id": task_id}
+            answer = info.to_dict() if info else {**submitted(task, queue.name, "queued"),
+                                                  "id": task_id}  # fmt: skip
         resp.status = falcon.HTTP_202
         resp.location = f"/v1/tasks/{task_id}"
         resp.text = media.dumps(answer)
@@ -121,7 +122,7 @@ class Batch:
             violations = [Violation("/tasks" + v.pointer, v.message) for v in exc.violations]
             raise PayloadValidationError(exc.message, violations) from None
         resp.status = falcon.HTTP_202
-        resp.text = media.dumps({"ids": [task_id for task_id, _ in results]})
+        resp.text = media.dumps({"ids": [stored.id for stored in results]})
 
 
 class Task:
@@ -135,18 +136,30 @@ class Task:
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         client = self.state.client
         wait_s = params.number(req, "wait", 0, 0, self.state.manifest.api.max_wait_s, integer=False)
-        deadline = time.monotonic() + wait_s
-        pause = 0.01
-        while True:
-            info = client.get(task_id)
-            if info is None:
-                raise TaskNotFoundError(f"no task {task_id!r} (unknown, or its record expired)")
-            left = deadline - time.monotonic()
-            if info.finished or left <= 0:
-                break
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.2)
+        info = client.get(task_id)
+        if info is not None and wait_s > 0 and not info.finished:
+            info = self.long_poll(task_id, wait_s)
+        if info is None:
+            raise TaskNotFoundError(f"no task {task_id!r} (unknown, or its record expired)")
         resp.text = media.dumps(info.to_dict())
+
+    def long_poll(self, task_id: str, wait_s: float) -> TaskInfo | None:
+        """Wait for the task's end on a long-poll slot (each holds a server thread: the
+        server runs api.max_long_polls threads beside the others, so waiting never
+        starves submissions or probes); none free: 429 at once, never a queue."""
+        slots = self.state.long_polls
+        if not slots.acquire(blocking=False):
+            limit = self.state.manifest.api.max_long_polls
+            raise ProblemError(
+                429,
+                f"{limit} long-polls are waiting already (api.max_long_polls); retry after "
+                f"{RETRY_AFTER_S} s, or read the task without ?wait",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        try:
+            return self.state.client.watch(task_id, wait_s)
+        finally:
+            slots.release()
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         resp.text = media.dumps(self.state.client.cancel_task(task_id).to_dict())

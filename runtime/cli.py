@@ -227,6 +227,9 @@ def api(
     reloader = manifest_reloader(state) if reload else None
     if reloader is not None:
         reloader.start()
+    # NOTE: long-polls wait on threads of their own, so that --threads stay free for
+    # submissions and probes however many clients wait (api.max_long_polls).
+    threads += manifest.api.max_long_polls
     try:
         serve(create_app(state), manifest, host, port, threads)
     finally:

@@ -5,6 +5,7 @@ Everything it raises is a ``DtqsError``; redis-py's errors never cross this line
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -30,8 +31,9 @@ from dtqs.runtime.manifest import (
 )
 from dtqs.runtime.payload import Validators, encode_json
 from dtqs.runtime.redis.broker import Broker
-from dtqs.runtime.redis.scripts import NewTask
+from dtqs.runtime.redis.scripts import NewTask, Stored
 from dtqs.runtime.task import TaskInfo, new_task_id, queue_of
+from dtqs.runtime.waiting import TaskWaiter
 
 #: Keys a submission may carry (a dict item of submit_many, or the REST body).
 SUBMIT_FIELDS = frozenset(
@@ -112,6 +114,8 @@ class Client(Inspection):
         self.manifest = manifest or load_manifest(resolve_config_path(config))
         self.broker = broker or make_broker(self.manifest, redis_url, timeout_s)
         self._validators = Validators()
+        self._waiter: TaskWaiter | None = None
+        self._waiter_lock = threading.Lock()
 
     def use_manifest(self, manifest: Manifest) -> None:
         """Serve a new manifest from now on (hot reload)."""
@@ -119,6 +123,8 @@ class Client(Inspection):
         self._validators = Validators()
 
     def close(self) -> None:
+        if self._waiter is not None:
+            self._waiter.close()
         self.broker.close()
 
     def __enter__(self) -> Client:
@@ -149,10 +155,11 @@ class Client(Inspection):
 
     def submit_many(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
         """Store many tasks in one Redis round trip; all are validated before any is stored."""
-        return [task_id for task_id, _ in self.submit_batch(items)]
+        return [stored.id for stored in self.submit_batch(items)]
 
-    def submit_batch(self, items: Iterable[Mapping[str, Any]]) -> list[tuple[str, bool]]:
-        """As submit_many, with a flag per task: stored now (False = an earlier duplicate)."""
+    def submit_batch(self, items: Iterable[Mapping[str, Any]]) -> list[Stored]:
+        """As submit_many, with what became of each (stored now, and in which state, or
+        an earlier task's id for a repeated idempotency key)."""
         prepared, violations = [], []
         for index, item in enumerate(items):
             try:
@@ -261,7 +268,7 @@ class Client(Inspection):
             result_ttl_ms=int(spec.result_ttl_s * 1000),
         )
 
-    def store(self, prepared: Sequence[tuple[QueueSpec, NewTask]]) -> list[tuple[str, bool]]:
+    def store(self, prepared: Sequence[tuple[QueueSpec, NewTask]]) -> list[Stored]:
         """Enqueue prepared tasks: one script call per queue, all in one round trip."""
         by_queue: dict[str, list[int]] = {}
         for index, (queue, _) in enumerate(prepared):
@@ -274,7 +281,7 @@ class Client(Inspection):
         with self.broker.translated():
             m = self.manifest
             replies = self.broker.enqueue(groups, m.wait_replicas, m.wait_timeout_s)
-        out: list[tuple[str, bool]] = [("", False)] * len(prepared)
+        out: list[Stored] = [Stored("", None)] * len(prepared)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
             for i, result in zip(indexes, self.broker.scripts.decode_enqueue(reply), strict=True):
                 out[i] = result
@@ -317,19 +324,44 @@ class Client(Inspection):
         return info or TaskInfo.from_record({"id": task_id, "queue": queue, "state": "cancelled"})
 
     def wait(self, task_id: str, timeout: float = 30.0) -> TaskInfo:
-        """Block until the task reaches a final state and return it."""
-        deadline = time.monotonic() + timeout
-        pause = 0.005
-        while True:
-            info = self.get(task_id)
-            if info is None:
-                raise TaskNotFoundError(
-                    f"no task {task_id!r} (or it finished and its record expired: result_ttl)"
-                )
-            if info.finished:
-                return info
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WaitTimeoutError(f"task {task_id} is still {info.state} after {timeout:g}s")
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.1)
+        """Block until the task reaches a final state and return it.
+
+        Raises:
+            TaskNotFoundError: no such task (or its record expired).
+            WaitTimeoutError: it had not ended within `timeout` seconds.
+        """
+        info = self.watch(task_id, timeout)
+        if info is None:
+            raise TaskNotFoundError(
+                f"no task {task_id!r} (or it finished and its record expired: result_ttl)"
+            )
+        if not info.finished:
+            raise WaitTimeoutError(f"task {task_id} is still {info.state} after {timeout:g}s")
+        return info
+
+    def watch(self, task_id: str, timeout_s: float) -> TaskInfo | None:
+        """The task once it reaches a final state, or as it is after `timeout_s`; None
+        when there is no such task. Woken by the engine's notification, not by polling
+        (runtime/waiting.py: the one implementation of waiting)."""
+        queue = queue_of(task_id) if isinstance(task_id, str) else None
+        if queue is None:
+            return None
+        deadline = time.monotonic() + timeout_s
+        with self.waiter.watching(self._qkeys_for(queue), task_id) as event:
+            while True:
+                info = self.get(task_id)
+                left = deadline - time.monotonic()
+                if info is None or info.finished or left <= 0:
+                    return info
+                event.wait(left)
+                event.clear()
+
+    @property
+    def waiter(self) -> TaskWaiter:
+        """The waiter of this client's broker (made on first use: a thread and a pub/sub
+        connection while anyone waits)."""
+        if self._waiter is None:
+            with self._waiter_lock:
+                if self._waiter is None:
+                    self._waiter = TaskWaiter(self.broker)
+        return self._waiter

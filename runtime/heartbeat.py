@@ -72,6 +72,7 @@ class Heartbeat:
         self._next_beat = 0.0
         self._stuck_since: float | None = None
         self._policy_checked = -1  #: the broker's outage.recoveries when last checked
+        self.beaten = threading.Event()  #: set once a beat reached Redis
         self._loop = Loop("heartbeat", TIMEOUT_TICK_S, self.tick)
 
     def start(self) -> None:
@@ -99,6 +100,7 @@ class Heartbeat:
         self.check_recycle(now)  # before any Redis call: it must work in an outage too
         self.renew()
         self.beat()
+        self.beaten.set()
         self._next_beat = now + self.interval_s
         recoveries = w.broker.outage.recoveries
         if self._policy_checked != recoveries:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dtqs.runtime import listing
 from dtqs.runtime.errors import PayloadValidationError, QueueNotFoundError, UnknownFunctionError
 from dtqs.runtime.redis.keys import QueueKeys
 from dtqs.runtime.stats import queue_stats
-from dtqs.runtime.task import FINAL_STATES, STATES, TaskInfo
+from dtqs.runtime.task import STATES, TaskInfo
 
 if TYPE_CHECKING:
     from dtqs.runtime.manifest import FunctionSpec, Manifest, QueueSpec
@@ -20,20 +21,6 @@ if TYPE_CHECKING:
 
 #: Levels assumed for a queue the manifest no longer declares (the schema's maximum).
 MAX_LEVELS = 10
-
-
-def listing_structures(qk: QueueKeys, state: str | None) -> list[tuple[str, str]]:
-    """Where tasks of a state are indexed, as (list|zset, key), in listing order."""
-    by_state = {
-        "running": [("zset", qk.active)],
-        "queued": [("list", k) for k in qk.all_pending],
-        "scheduled": [("zset", qk.scheduled)],
-        "dead": [("zset", qk.dead)],
-    }
-    finished = [("zset", qk.done)]
-    if state is None:
-        return [s for group in by_state.values() for s in group] + finished
-    return finished if state in FINAL_STATES - {"dead"} else by_state[state]
 
 
 class Inspection:
@@ -69,43 +56,23 @@ class Inspection:
         function: str | None = None,
         state: str | None = None,
         limit: int = 100,
-        cursor: tuple[int, int, int] = (0, 0, 0),
-    ) -> tuple[list[TaskInfo], tuple[int, int, int] | None]:
-        """A page of tasks, newest first per structure, and where the next page starts.
+        cursor: listing.Cursor = (0, 0, 0),
+    ) -> tuple[list[TaskInfo], listing.Cursor | None]:
+        """A page of tasks, newest first per state, and where the next page starts.
 
-        The cursor is (queue index, structure index, offset). Filters on function and
-        finished states are applied per record, so a page may hold fewer than `limit`.
+        Bounded work per call (runtime/listing.py): with a function or state filter at
+        most 1,000 tasks are examined, so a page may hold fewer than `limit` (even none)
+        and still have a next cursor.
         """
         if state is not None and state not in STATES:
             raise PayloadValidationError(f"state: expected one of {', '.join(STATES)}")
         if function is not None:
             self.function(function)
         queues = [self.queue(queue)] if queue else list(self.manifest.queues.values())
-        qi, si, offset = cursor
-        found: list[TaskInfo] = []
-        while qi < len(queues) and len(found) < limit:
-            spec = queues[qi]
-            qk = self.broker.qkeys(spec.name, len(spec.priorities))
-            where = listing_structures(qk, state)
-            if si >= len(where):
-                qi, si, offset = qi + 1, 0, 0
-                continue
-            kind, key = where[si]
-            want = limit - len(found)
-            ids = self.broker.range_ids(kind, key, offset, want)
-            records = self.broker.task_records(qk, ids)
-            found += [
-                info
-                for info in map(TaskInfo.from_record, records)
-                if (function is None or info.function == function)
-                and (state is None or info.state == state)
-            ]
-            if len(ids) < want:
-                si, offset = si + 1, 0
-            else:
-                offset += len(ids)
-        done = qi >= len(queues)
-        return found, None if done else (qi, si, offset)
+        qks = [self.broker.qkeys(q.name, len(q.priorities)) for q in queues]
+        return listing.page(
+            self.broker, qks, function=function, state=state, limit=limit, cursor=cursor
+        )
 
     def dead_letters(
         self, queue: str, function: str | None = None, limit: int = 100, offset: int = 0

@@ -133,6 +133,9 @@ class ApiSpec:
     max_body_bytes: int = 1024 * 1024
     redis_timeout_s: float = 1.0  #: longest a request waits on Redis before a 503
     max_wait_s: float = 30.0  #: longest long-poll of GET /v1/tasks/{id}?wait=
+    #: long-polls that may wait at once (each on a server thread of its own, beside
+    #: the --threads that serve everything else); more get 429 at once
+    max_long_polls: int = 32
 
 
 @dataclass(frozen=True)
@@ -499,4 +502,5 @@ class _Builder:
             max_body_bytes=int(self.get(raw, path, "max_body_bytes", 1024 * 1024)),
             redis_timeout_s=self.seconds(raw, path, "redis_timeout", 1.0, least=_ABOVE_ZERO),
             max_wait_s=self.seconds(raw, path, "max_wait", 30.0),
+            max_long_polls=int(self.get(raw, path, "max_long_polls", 32)),
         )

@@ -182,11 +182,11 @@ class Scheduler:
             delay_ms=jitter_ms(spec, fire_ms) or -1,
             headers_json=json.dumps({"dtqs-schedule": spec.name, "dtqs-fire-time": at.isoformat()}),
         )
-        task_id, stored = self.client.store([(queue, task)])[0]
-        if stored:
-            self.client.broker.record_fire(spec.name, fire_ms, task_id)
-            log.info("%s %s -> %s", "caught up" if catch_up else "fired", spec.name, task_id)
-        return stored
+        answer = self.client.store([(queue, task)])[0]
+        if answer.stored:
+            self.client.broker.record_fire(spec.name, fire_ms, answer.id)
+            log.info("%s %s -> %s", "caught up" if catch_up else "fired", spec.name, answer.id)
+        return answer.stored
 
     def tick(self) -> float:
         """Fire what is due; returns seconds until the next tick (at most MAX_SLEEP_S)."""

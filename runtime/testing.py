@@ -57,10 +57,13 @@ class InProcessWorker:
         self.heartbeat = Heartbeat(self.worker)
         self.sweep = Sweep(self.worker)
 
-    def start(self) -> InProcessWorker:
+    def start(self, wait_s: float = 5.0) -> InProcessWorker:
+        """Start, and wait up to `wait_s` for the first heartbeat to reach Redis (the
+        worker is then listed by ``Client.workers()``)."""
         self.worker.start()
         self.heartbeat.start()
         self.sweep.start()
+        self.heartbeat.beaten.wait(wait_s)
         return self
 
     def stop(self, grace_s: float = 5.0) -> int:

@@ -283,12 +283,51 @@ class Broker:
         with self.translated():
             return [str(x) for x in self.redis.zrange(qk.dead, start, start + count - 1)]
 
-    def range_ids(self, kind: str, key: str, offset: int, count: int) -> list[str]:
-        """Ids at [offset, offset+count) of a pending LIST or an index ZSET, newest first."""
+    # -- listings (runtime/listing.py: a few round trips per page, whatever the backlog) --
+
+    def structure_sizes(self, structures: Sequence[tuple[str, str]]) -> list[int]:
+        """The length of each pending LIST or index ZSET, as (list|zset, key)."""
         with self.translated():
-            if kind == "list":
-                return [str(x) for x in self.redis.lrange(key, offset, offset + count - 1)]
-            return [str(x) for x in self.redis.zrevrange(key, offset, offset + count - 1)]
+            pipe = self.redis.pipeline(transaction=False)
+            for kind, key in structures:
+                pipe.llen(key) if kind == "list" else pipe.zcard(key)
+            # NOTE: a key of the wrong type (written by hand) reads as empty.
+            return [x if isinstance(x, int) else 0 for x in pipe.execute(raise_on_error=False)]
+
+    def structure_ranges(self, reads: Sequence[tuple[str, str, int, int]]) -> list[list[str]]:
+        """Per (list|zset, key, offset, count): the ids at [offset, offset+count), newest
+        first; one round trip."""
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            for kind, key, offset, count in reads:
+                end = offset + max(count, 1) - 1
+                read = pipe.lrange if kind == "list" else pipe.zrevrange
+                read(key, offset, end)
+            replies = pipe.execute(raise_on_error=False) if reads else []
+        return [
+            [str(x) for x in r][:count] if isinstance(r, list) and count else []
+            for r, (_, _, _, count) in zip(replies, reads, strict=True)
+        ]
+
+    def task_fields(
+        self, tasks: Sequence[tuple[QueueKeys, str]], fields: Sequence[str]
+    ) -> list[list[str | None]]:
+        """Some fields of each task's record; one round trip (None: no such field)."""
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            for qk, task_id in tasks:
+                pipe.hmget(qk.task(task_id), *fields)
+            replies = pipe.execute(raise_on_error=False) if tasks else []
+        return [r if isinstance(r, list) else [None] * len(fields) for r in replies]
+
+    def task_records_of(self, tasks: Sequence[tuple[QueueKeys, str]]) -> list[dict[str, str]]:
+        """The records of tasks of any queues, in order, skipping missing ones."""
+        with self.translated():
+            pipe = self.redis.pipeline(transaction=False)
+            for qk, task_id in tasks:
+                pipe.hgetall(qk.task(task_id))
+            replies = pipe.execute(raise_on_error=False) if tasks else []
+        return [r for r in replies if isinstance(r, dict) and r]
 
     def wake(self, queues: Sequence[QueueKeys]) -> None:
         """One wake-up token per queue: a worker blocked in its idle wait fetches now."""

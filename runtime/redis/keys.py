@@ -59,6 +59,12 @@ class QueueKeys:
         return f"{self.base}:notify"
 
     @property
+    def finished(self) -> str:
+        """Pub/sub CHANNEL (not a key) on which the scripts publish the ids of tasks that
+        reached a final state; long-poll waiters listen to it (runtime/waiting.py)."""
+        return f"{self.base}:finished"
+
+    @property
     def paused(self) -> str:
         """STRING present while the queue is paused."""
         return f"{self.base}:paused"

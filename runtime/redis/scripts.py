@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
@@ -41,6 +41,23 @@ class NewTask:
     idempotency_key: str = ""
     idempotency_ttl_ms: int = 86_400_000
     result_ttl_ms: int = 86_400_000
+
+
+#: enqueue.lua's code per task -> the state it was stored in (None: it existed already).
+_STORED_STATE: dict[int, str | None] = {0: None, 1: "queued", 2: "scheduled"}
+
+
+class Stored(NamedTuple):
+    """One submission's answer: the task's id (the earlier task's, for a repeated
+    idempotency key) and the state it was stored in, on Redis's clock."""
+
+    id: str
+    state: str | None  #: queued | scheduled; None: an earlier task had the key or id
+
+    @property
+    def stored(self) -> bool:
+        """True when this submission stored the task (False: an earlier one did)."""
+        return self.state is not None
 
 
 @dataclass(frozen=True)
@@ -151,9 +168,11 @@ class Scripts:
         return list(pipe.execute(raise_on_error=False))
 
     @staticmethod
-    def decode_enqueue(reply: Sequence[Any]) -> list[tuple[str, bool]]:
-        """(id, stored now) per task, in submission order."""
-        return [(str(reply[i]), bool(int(reply[i + 1]))) for i in range(0, len(reply), 2)]
+    def decode_enqueue(reply: Sequence[Any]) -> list[Stored]:
+        """What became of each task, in submission order."""
+        return [
+            Stored(str(reply[i]), _STORED_STATE[int(reply[i + 1])]) for i in range(0, len(reply), 2)
+        ]
 
     def fetch(
         self, qk: QueueKeys, count: int, lease_ms: int, token_base: str, order: Sequence[int]

@@ -70,7 +70,7 @@ def test_a_worker_started_before_redis_serves_once_it_answers(
     url = f"redis://127.0.0.1:{unused_port}/0"
     worker = InProcessWorker(p.manifest(), url)
     worker.broker._options["socket_connect_timeout"] = 0.2
-    worker.start()  # NOTE: raised on the eviction-policy check before the fix
+    worker.start(wait_s=0)  # NOTE: raised on the eviction-policy check before the fix
     try:
         redis_server(port=unused_port)
         with Client(redis_url=url, manifest=p.manifest()) as client:

@@ -19,9 +19,10 @@
 -- All keys share one hash tag, so the script never leaves one cluster slot; record and
 -- idempotency keys are the KEYS prefixes plus an id.
 --
--- Returns a flat array, two values per task: id, 1 if stored now / 0 if an earlier
--- task with the same id or idempotency key already exists (its id is returned); an
--- error reply starting with STALE when the call came after its deadline.
+-- Returns a flat array, two values per task: id, then 1 stored now and queued, 2 stored
+-- now and scheduled (its time is later on Redis's clock), or 0 if an earlier task with
+-- the same id or idempotency key already exists (its id is returned); an error reply
+-- starting with STALE when the call came after its deadline.
 local now = NOW
 local not_after = tonumber(ARGV[2])
 if not_after >= 0 and now > not_after then
@@ -81,7 +82,7 @@ for i = 0, n - 1 do
     end
     woken = woken + 1
     out[#out + 1] = id
-    out[#out + 1] = 1
+    out[#out + 1] = (run_at > now) and 2 or 1
   end
 end
 -- One token per new task, capped: each token wakes one blocked worker.
