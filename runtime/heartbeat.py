@@ -177,15 +177,14 @@ class Sweep:
 
     def tick(self) -> None:
         w = self.worker
-        limits = {name: f.retry.max_attempts for name, f in w.manifest.functions.items()}
         for runner in w.runners:
             with w.broker.translated():
                 requeued, buried, _, _ = w.broker.scripts.reclaim(
-                    runner.qk, limits, 3, int(runner.spec.dead_letter_ttl_s * 1000)
+                    runner.qk, runner.end_policy, int(runner.spec.dead_letter_ttl_s * 1000)
                 )
             if requeued or buried:
                 log.warning(
-                    "queue %s: %d task(s) whose lease expired were requeued, %d dead-lettered "
+                    "queue %s: %d task(s) whose lease expired were requeued, %d ended for good "
                     "(worker_lost)",
                     runner.spec.name, requeued, buried,
                 )  # fmt: skip

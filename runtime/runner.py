@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, cast
 
 from dtqs.runtime.errors import DtqsError
 from dtqs.runtime.manifest import QueueSpec
-from dtqs.runtime.redis.scripts import Leased, Outcome
+from dtqs.runtime.redis.scripts import EndPolicy, Leased, Outcome
 
 if TYPE_CHECKING:
     from dtqs.runtime.worker import Worker
@@ -63,6 +63,8 @@ class QueueRunner:
         self.concurrency = concurrency
         self.qk = worker.broker.qkeys(spec.name, len(spec.priorities))
         self.lease_ms = int(spec.visibility_timeout_s * 1000)
+        #: How a task ends for good inside fetch and reclaim (built once: sent every fetch).
+        self.end_policy = EndPolicy.of(worker.manifest, spec.name)
         self.free = concurrency
         self.cond = threading.Condition()
         #: Leased tasks for the slot threads, and FETCH: the thread taking it fetches next.
@@ -169,12 +171,13 @@ class QueueRunner:
             with w.broker.translated():
                 if self.idle_wait is None:
                     got = w.broker.scripts.fetch(
-                        self.qk, want, self.lease_ms, token_base, self.level_order()
-                    )
+                        self.qk, want, self.lease_ms, token_base, self.level_order(),
+                        self.end_policy,
+                    )  # fmt: skip
                 else:
                     got = w.broker.scripts.wait_then_fetch(
                         self.qk, self.idle_wait, want, self.lease_ms, token_base,
-                        self.level_order(),
+                        self.level_order(), self.end_policy,
                     )  # fmt: skip
             self.idle_wait = None
             if len(got.tasks) < want:

@@ -26,7 +26,7 @@ from dtqs.runtime.errors import BrokerUnavailableError, DtqsError
 from dtqs.runtime.manifest import FunctionSpec, Manifest
 from dtqs.runtime.payload import STRICT_JSON
 from dtqs.runtime.redis.broker import Broker
-from dtqs.runtime.redis.scripts import Outcome
+from dtqs.runtime.redis.scripts import Leased, Outcome
 from dtqs.runtime.retry import Retry, SkipRetry, backoff_s
 from dtqs.runtime.runner import IDLE_WAIT_S, QueueRunner, Running
 from dtqs.runtime.stats import DurationRecorder
@@ -77,6 +77,17 @@ def _error_json(exc: BaseException | str, kind: str | None = None) -> str:
     if isinstance(exc, BaseException):
         return json.dumps({"type": kind or type(exc).__name__, "message": str(exc)[:2000]})
     return json.dumps({"type": kind or "Error", "message": exc[:2000]})
+
+
+def final_outcome(
+    leased: Leased, spec: FunctionSpec, error: str, trace: str, reason: str
+) -> Outcome:
+    """The outcome of a task that ends for good, as its function's policy says: a dead
+    letter, or `failed` with its record kept for result_ttl (dead_letter: false)."""
+    if spec.dead_letter:
+        return Outcome(leased.id, leased.token, "dead", error, trace, 0, reason)
+    ttl_ms = int(spec.result_ttl_s * 1000)
+    return Outcome(leased.id, leased.token, "failed", error, trace, ttl_ms, reason)
 
 
 class Worker:
@@ -371,18 +382,14 @@ class Worker:
             "task %s %s failed for good after %d attempt(s) (%s): %s: %s",
             leased.id, spec.name, leased.attempts, reason, type(exc).__name__, exc,
         )  # fmt: skip
-        if spec.dead_letter:
-            return Outcome(leased.id, leased.token, "dead", error, trace, 0, reason)
-        return Outcome(
-            leased.id, leased.token, "failed", error, trace, int(spec.result_ttl_s * 1000), reason
-        )
+        return final_outcome(leased, spec, error, trace, reason)
 
     def problem_outcome(self, entry: Running, spec: FunctionSpec | None, problem: str) -> Outcome:
         leased = entry.leased
-        if problem == "decode_error":
+        if problem == "decode_error" and spec is not None:
             error = _error_json("the task's payload is not valid JSON", "DecodeError")
-            log.error("task %s: payload is not valid JSON; dead-lettered", leased.id)
-            return Outcome(leased.id, leased.token, "dead", error, "", 0, "decode_error")
+            log.error("task %s: payload is not valid JSON; it ended for good", leased.id)
+            return final_outcome(leased, spec, error, "", "decode_error")
         # NOTE(reload): a missing function is not the task's fault (it was removed from
         # the manifest, or this worker is older than the submitter): park the task, its
         # attempt not counted, until the function is back or someone cancels it.

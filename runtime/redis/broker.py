@@ -44,6 +44,9 @@ DEADLINE_MARGIN_MS = 50
 DEFAULT_MAX_CONNECTIONS = 64
 #: redis-py's message when no pooled connection came free within the pool's timeout.
 POOL_EXHAUSTED = "No connection available."
+#: Wake-up tokens kept per queue (as wake() in lua/_lib.lua keeps): enough for every
+#: idle fetcher to wake, bounded when no worker takes them.
+NOTIFY_MAX = 32
 
 
 def translate(exc: BaseException, url: str = "") -> DtqsError | None:
@@ -334,9 +337,17 @@ class Broker:
         with self.translated():
             pipe = self.redis.pipeline(transaction=False)
             for qk in queues:
-                pipe.lpush(qk.notify, "1")
-                pipe.ltrim(qk.notify, 0, 31)
+                self.push_wake(pipe, qk)
             pipe.execute()
+
+    @staticmethod
+    def push_wake(pipe: Any, qk: QueueKeys) -> None:
+        """Add one wake-up token for `qk`, and the trim that keeps its list short, to
+        `pipe`: the one place Python pushes wake-up tokens (Lua's is wake() in
+        lua/_lib.lua). NOTE(deadletter): without the trim, tokens nobody waits for
+        would pile up for as long as no worker serves the queue."""
+        pipe.lpush(qk.notify, "1")
+        pipe.ltrim(qk.notify, 0, NOTIFY_MAX - 1)
 
     def set_paused(self, qk: QueueKeys, paused: bool) -> None:
         with self.translated():
@@ -560,6 +571,6 @@ class Broker:
             now_ms = int(seconds) * 1000 + int(micros) // 1000
             pipe = self.redis.pipeline(transaction=False)
             pipe.zadd(qk.scheduled, dict.fromkeys(chosen, now_ms), xx=True)
-            pipe.lpush(qk.notify, "1")
+            self.push_wake(pipe, qk)
             pipe.execute()
         return len(chosen)

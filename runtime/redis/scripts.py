@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any, NamedTuple
 
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from dtqs.runtime.manifest import Manifest, RetryPolicy
 from dtqs.runtime.redis.keys import QueueKeys
 
 
@@ -92,6 +93,53 @@ class Outcome:
     traceback: str = ""
     ms: int = 0
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class FunctionEnd:
+    """How a task of one function ends for good (the manifest's policy)."""
+
+    max_attempts: int
+    dead_letter: bool  #: False: it ends `failed`, its record kept result_ttl_ms
+    result_ttl_ms: int
+
+
+@dataclass(frozen=True)
+class EndPolicy:
+    """The manifest's current policies for the tasks of one queue that end for good
+    inside a script (fetch: decode_error; reclaim: worker_lost). Functions the manifest
+    does not know have none: their tasks are dead-lettered."""
+
+    functions: Mapping[str, FunctionEnd]
+    dead_letter_max: int  #: the queue's dead letters kept at most
+    default_max_attempts: int = RetryPolicy.max_attempts  #: for functions not known
+
+    @classmethod
+    def of(cls, manifest: Manifest, queue: str) -> EndPolicy:
+        # NOTE(deadletter): every function, not only this queue's: a task keeps its
+        # function's policy when the manifest moved the function to another queue.
+        functions = {
+            name: FunctionEnd(f.retry.max_attempts, f.dead_letter, int(f.result_ttl_s * 1000))
+            for name, f in manifest.functions.items()
+        }
+        return cls(functions, manifest.queues[queue].dead_letter_max)
+
+    @cached_property
+    def json(self) -> str:
+        """Every function's policy in the scripts' form (see reclaim.lua), encoded once."""
+        return self._encode(self.functions)
+
+    @cached_property
+    def failed_json(self) -> str:
+        """Only the functions without dead letters, for fetch.lua (absent = dead letter).
+        PERF(deadletter): fetch sends it on every call; in the usual manifest, where
+        every function dead-letters, it is "{}" however many functions there are."""
+        return self._encode({n: f for n, f in self.functions.items() if not f.dead_letter})
+
+    @staticmethod
+    def _encode(functions: Mapping[str, FunctionEnd]) -> str:
+        table = {n: [f.max_attempts, f.dead_letter, f.result_ttl_ms] for n, f in functions.items()}
+        return json.dumps(table, separators=(",", ":"))
 
 
 class Scripts:
@@ -175,20 +223,23 @@ class Scripts:
         ]
 
     def fetch(
-        self, qk: QueueKeys, count: int, lease_ms: int, token_base: str, order: Sequence[int]
-    ) -> FetchResult:
-        call = self.fetch_call(qk, count, lease_ms, token_base, order)
+        self, qk: QueueKeys, count: int, lease_ms: int, token_base: str, order: Sequence[int],
+        policy: EndPolicy,
+    ) -> FetchResult:  # fmt: skip
+        """Lease up to `count` tasks; a garbage record found on the way ends for good as
+        `policy` says (see fetch.lua)."""
+        call = self.fetch_call(qk, count, lease_ms, token_base, order, policy)
         return self.decode_fetch(self._run("fetch", *call))
 
     def wait_then_fetch(
         self, qk: QueueKeys, timeout_s: float, count: int, lease_ms: int, token_base: str,
-        order: Sequence[int],
+        order: Sequence[int], policy: EndPolicy,
     ) -> FetchResult:  # fmt: skip
         """Block on the queue's wake-up list up to `timeout_s`, then fetch as `fetch` does,
         in one round trip: Redis runs a blocked client's next pipelined command as soon as
         the block ends, so a task submitted to an idle queue is leased without the worker
         first hearing of it (one round trip less between submit and handler start)."""
-        keys, args = self.fetch_call(qk, count, lease_ms, token_base, order)
+        keys, args = self.fetch_call(qk, count, lease_ms, token_base, order, policy)
         script = self._script("fetch")
         pipe = self._client.pipeline(transaction=False)
         pipe.blpop([qk.notify], timeout=max(timeout_s, 0.001))
@@ -196,7 +247,7 @@ class Scripts:
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         woken, reply = pipe.execute(raise_on_error=False)
         if isinstance(reply, NoScriptError):  # the server lost its scripts: load and fetch
-            return self.fetch(qk, count, lease_ms, token_base, order)
+            return self.fetch(qk, count, lease_ms, token_base, order, policy)
         for answer in (woken, reply):
             if isinstance(answer, Exception):
                 raise answer
@@ -204,10 +255,14 @@ class Scripts:
 
     @staticmethod
     def fetch_call(
-        qk: QueueKeys, count: int, lease_ms: int, token_base: str, order: Sequence[int]
-    ) -> tuple[list[str], list[Any]]:
-        keys = [qk.scheduled, qk.active, qk.paused, qk.dead, qk.task_prefix, *qk.all_pending]
-        return keys, [count, lease_ms, token_base, ",".join(map(str, order))]
+        qk: QueueKeys, count: int, lease_ms: int, token_base: str, order: Sequence[int],
+        policy: EndPolicy,
+    ) -> tuple[list[str], list[Any]]:  # fmt: skip
+        keys = [qk.scheduled, qk.active, qk.paused, qk.dead, qk.task_prefix, qk.done, qk.stats,
+                *qk.all_pending]  # fmt: skip
+        order_arg = ",".join(map(str, order))
+        args = [count, lease_ms, token_base, order_arg, policy.failed_json, policy.dead_letter_max]
+        return keys, args
 
     @staticmethod
     def decode_fetch(reply: Sequence[Any]) -> FetchResult:
@@ -239,17 +294,23 @@ class Scripts:
         return int(self._run("release", keys, args))
 
     def reclaim(
-        self,
-        qk: QueueKeys,
-        max_attempts: Mapping[str, int],
-        default_max_attempts: int,
-        dead_letter_ttl_ms: int,
-        limit: int = 1000,
+        self, qk: QueueKeys, policy: EndPolicy, dead_letter_ttl_ms: int, limit: int = 1000
     ) -> tuple[int, int, int, int]:
-        keys = [qk.active, qk.dead, qk.done, qk.notify, qk.stats, qk.task_prefix, *qk.all_pending]
-        args = [json.dumps(dict(max_attempts)), default_max_attempts, dead_letter_ttl_ms, limit]
-        r = self._run("reclaim", keys, args)
+        """Sweep one queue (see reclaim.lua); a task out of attempts ends as `policy`
+        says. Returns (requeued, ended for good, records dropped, dead letters dropped)."""
+        r = self._run("reclaim", *self.reclaim_call(qk, policy, dead_letter_ttl_ms, limit))
         return int(r[0]), int(r[1]), int(r[2]), int(r[3])
+
+    @staticmethod
+    def reclaim_call(
+        qk: QueueKeys, policy: EndPolicy, dead_letter_ttl_ms: int, limit: int = 1000
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of reclaim, for a caller that runs it itself (a fault test
+        queues it inside a MULTI)."""
+        keys = [qk.active, qk.dead, qk.done, qk.notify, qk.stats, qk.task_prefix, *qk.all_pending]
+        args = [policy.json, policy.default_max_attempts, dead_letter_ttl_ms, limit,
+                policy.dead_letter_max]  # fmt: skip
+        return keys, args
 
     def cancel(self, qk: QueueKeys, task_id: str, keep_ms: int) -> tuple[int, str]:
         keys = [qk.task(task_id), qk.scheduled, qk.done, *qk.all_pending]

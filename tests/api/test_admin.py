@@ -14,7 +14,7 @@ from falcon import testing
 from dtqs.api.app import ApiState, create_app
 from dtqs.runtime.client import Client
 from dtqs.runtime.manifest import ScheduleSpec
-from dtqs.runtime.redis.scripts import Outcome
+from dtqs.runtime.redis.scripts import EndPolicy, Outcome
 from dtqs.runtime.schedule_times import next_fire_times
 from dtqs.runtime.testing import InProcessWorker
 
@@ -108,7 +108,9 @@ def run_as(client: Client, function: str, n: int, kind: str) -> list[str]:
     ids = [client.submit(function, {"i": i}) for i in range(n)]
     keys = qk(client, queue)
     with client.broker.translated():
-        leased = client.broker.scripts.fetch(keys, n, 60_000, "t", list(range(keys.levels))).tasks
+        leased = client.broker.scripts.fetch(
+            keys, n, 60_000, "t", list(range(keys.levels)), EndPolicy.of(client.manifest, queue)
+        ).tasks
     assert sorted(t.id for t in leased) == sorted(ids)
     err = '{"type":"ValueError","message":"boom"}'
     data = "1" if kind == "succeeded" else err
@@ -130,14 +132,17 @@ def bury_garbage(client: Client, r, task_id: str = "default.garbage1") -> str:
     r.set(f"dtqs:{{default}}:t:{task_id}", "not a hash")
     keys = qk(client, "default")
     with client.broker.translated():
-        assert client.broker.scripts.fetch(keys, 10, 60_000, "t", [0, 1, 2, 3]).tasks == []
+        policy = EndPolicy.of(client.manifest, "default")
+        assert client.broker.scripts.fetch(keys, 10, 60_000, "t", [0, 1, 2, 3], policy).tasks == []
     return task_id
 
 
 def fetch_ids(client: Client, queue: str = "default") -> list[str]:
     keys = qk(client, queue)
     with client.broker.translated():
-        leased = client.broker.scripts.fetch(keys, 100, 60_000, "t", list(range(keys.levels)))
+        leased = client.broker.scripts.fetch(
+            keys, 100, 60_000, "t", list(range(keys.levels)), EndPolicy.of(client.manifest, queue)
+        )
     return [t.id for t in leased.tasks]
 
 

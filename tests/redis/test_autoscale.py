@@ -9,6 +9,7 @@ import pytest
 
 from dtqs.runtime.client import Client
 from dtqs.runtime.emf import EmfEmitter
+from dtqs.runtime.redis.scripts import EndPolicy
 from dtqs.runtime.stats import queue_stats
 
 pytestmark = pytest.mark.redis
@@ -40,7 +41,10 @@ def test_a_read_takes_a_rate_sample_and_rates_follow_arrivals(client, r):
 def test_leased_tasks_keep_the_queue_from_looking_idle(client):
     client.submit("echo", 1)
     with client.broker.translated():
-        client.broker.scripts.fetch(client.broker.qkeys("default", 4), 1, 60_000, "t", [0, 1, 2, 3])
+        client.broker.scripts.fetch(
+            client.broker.qkeys("default", 4), 1, 60_000, "t", [0, 1, 2, 3],
+            EndPolicy.of(client.manifest, "default"),
+        )  # fmt: skip
     auto = client.queues()["default"]["autoscale"]
     assert auto["backlog"] == 0 and auto["in_flight"] == 1
     assert auto["suggested_workers"] == 1 and auto["idle"] is False

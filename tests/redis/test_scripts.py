@@ -10,7 +10,7 @@ import pytest
 
 from dtqs.runtime.client import Client
 from dtqs.runtime.errors import PayloadValidationError, TaskStateError, UnknownFunctionError
-from dtqs.runtime.redis.scripts import Outcome
+from dtqs.runtime.redis.scripts import EndPolicy, Outcome
 
 pytestmark = pytest.mark.redis
 
@@ -28,7 +28,9 @@ def qk(client, queue="default"):
 
 def fetch(client, n=10, order=(0, 1, 2, 3), lease_ms=60_000):
     with client.broker.translated():
-        return client.broker.scripts.fetch(qk(client), n, lease_ms, "t", list(order))
+        return client.broker.scripts.fetch(
+            qk(client), n, lease_ms, "t", list(order), EndPolicy.of(client.manifest, "default")
+        )
 
 
 def test_submit_stores_a_queued_record(client, r):
@@ -59,8 +61,9 @@ def test_fetch_leases_only_as_many_as_asked(client):
 def wait_then_fetch(client, timeout_s, n=10):
     with client.broker.translated():
         return client.broker.scripts.wait_then_fetch(
-            qk(client), timeout_s, n, 60_000, "w", [0, 1, 2, 3]
-        )
+            qk(client), timeout_s, n, 60_000, "w", [0, 1, 2, 3],
+            EndPolicy.of(client.manifest, "default"),
+        )  # fmt: skip
 
 
 def test_an_idle_wait_ends_with_the_new_task_leased(client, r):
@@ -232,7 +235,8 @@ def test_expired_lease_is_reclaimed_as_an_attempt_then_dead(client, r):
         leased = fetch(client, lease_ms=1).tasks[0]
         assert leased.attempts == expected
         time.sleep(0.01)
-        requeued, buried, _, _ = s.reclaim(qk(client), {"echo": 3}, 3, 10**9)
+        policy = EndPolicy.of(client.manifest, "default")
+        requeued, buried, _, _ = s.reclaim(qk(client), policy, 10**9)
         assert (requeued, buried) == ((1, 0) if expected < 3 else (0, 1))
     info = client.get(task_id)
     assert info.state == "dead" and info.reason == "worker_lost"

@@ -20,4 +20,5 @@ end
 if removed == 0 then return {0, f[1] or ''} end
 redis.call('HSET', tkey, 'state', 'cancelled', 'finished_at', NOW)
 keep_for(KEYS[3], tkey, id, tonumber(f[3] or ARGV[2]))
+finished(id)
 return {1, 'cancelled'}

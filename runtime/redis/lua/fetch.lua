@@ -2,30 +2,54 @@
 --
 -- KEYS[1]  scheduled ZSET     KEYS[2]  active ZSET     KEYS[3]  paused STRING
 -- KEYS[4]  dead ZSET          KEYS[5]  task record prefix (the id is appended)
--- KEYS[6..] pending LISTs, one per priority level, level 0 first
+-- KEYS[6]  done ZSET          KEYS[7]  stats HASH
+-- KEYS[8..] pending LISTs, one per priority level, level 0 first
 --
 -- ARGV[1]  max tasks to lease (the worker's free slots)
 -- ARGV[2]  lease length ms
 -- ARGV[3]  lease token base; task i of this call gets token "<base>:<i>"
 -- ARGV[4]  order in which to try levels, comma-separated 0-based indexes
 --          (strict priority: "0,1,2,3"; weighted mode: a weighted-random order)
+-- ARGV[5]  the manifest's current policies of the functions WITHOUT dead letters, in
+--          the form of reclaim.lua's ARGV[1]: JSON object function -> [max attempts,
+--          false, result ttl ms]. A function not in it dead-letters (as in reclaim,
+--          where an unknown function does), so a manifest where every function
+--          dead-letters sends "{}".
+-- ARGV[6]  dead letters kept at most (older ones and their records are dropped)
 --
 -- First moves scheduled tasks whose time has come to their pending list (even while
 -- paused), then, unless paused, pops and leases. A record that is missing is skipped
--- (its task was cancelled and expired); one that is not a task hash is dead-lettered
--- with reason decode_error, so nothing is dropped silently.
+-- (its task was cancelled and expired). A record that fetch cannot run ends for good,
+-- reason decode_error (end_for_good), so that nothing is dropped silently:
+--   - one that is not a hash is replaced by a hash saying so. It names no function, so
+--     no policy applies: it is dead-lettered (the dead set still kept to ARGV[6]);
+--   - a queued hash without function or payload follows its function's policy when it
+--     names one the manifest knows (dead letter, or `failed` kept for its result ttl),
+--     else it is dead-lettered.
+-- PERF(deadletter): the normal path pays nothing for this: ARGV[5] is decoded, and
+-- the ending context made, only when such a record is found.
 --
 -- Returns {now ms, next scheduled run-at ms or -1, n, then 8 values per leased task:
 --          id, token, function, payload, attempts, headers, priority, created_at}
 local now = NOW
 local prefix = KEYS[5]
+local ends = nil
 
-local function bury_garbage(id)
+-- End for good, reason decode_error, a record fetch cannot run; fn: the function it
+-- names (nil or false: none).
+local function bury_garbage(id, fn, message)
+  ends = ends or new_ends(KEYS[4], KEYS[6], KEYS[7], prefix, ARGV[6], ARGV[5])
+  local tkey = prefix .. id
+  redis.call('HSET', tkey, 'id', id)
+  redis.call('HSETNX', tkey, 'attempts', 0)
+  local err = cjson.encode({type = 'DecodeError', message = message})
+  end_for_good(ends, id, fn, failed_keep_ms(ends, fn), 'decode_error', err, nil)
+end
+
+-- A record that is not a hash is replaced by one that can say what happened.
+local function bury_not_hash(id)
   redis.call('DEL', prefix .. id)
-  redis.call('HSET', prefix .. id, 'id', id, 'state', 'dead', 'reason', 'decode_error',
-    'error', '{"type":"DecodeError","message":"task record is not a hash"}',
-    'attempts', 0, 'finished_at', now)
-  redis.call('ZADD', KEYS[4], now, id)
+  bury_garbage(id, nil, 'task record is not a hash')
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
@@ -36,10 +60,10 @@ for _, id in ipairs(due) do
   if kind == 'hash' then
     if redis.call('HGET', tkey, 'state') == 'scheduled' then
       redis.call('HSET', tkey, 'state', 'queued')
-      redis.call('LPUSH', pending_key(6, redis.call('HGET', tkey, 'level')), id)
+      redis.call('LPUSH', pending_key(8, redis.call('HGET', tkey, 'level')), id)
     end
   elseif kind ~= 'none' then
-    bury_garbage(id)
+    bury_not_hash(id)
   end
 end
 
@@ -47,6 +71,7 @@ local out = {now, -1, 0}
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[2] then out[2] = tonumber(head[2]) end
 if redis.call('EXISTS', KEYS[3]) == 1 then
+  if ends then close_ends(ends) end
   return out
 end
 
@@ -54,7 +79,7 @@ local want = tonumber(ARGV[1])
 local lease_until = now + tonumber(ARGV[2])
 local got = 0
 for level in string.gmatch(ARGV[4], '%d+') do
-  local list = KEYS[6 + tonumber(level)]
+  local list = KEYS[8 + tonumber(level)]
   while got < want do
     local id = redis.call('RPOP', list)
     if not id then break end
@@ -79,13 +104,14 @@ for level in string.gmatch(ARGV[4], '%d+') do
         out[n + 7] = f[5] or ''
         out[n + 8] = f[6] or ''
       elseif f[1] == 'queued' then
-        bury_garbage(id)
+        bury_garbage(id, f[2], 'task record has no function or no payload')
       end
     elseif kind ~= 'none' then
-      bury_garbage(id)
+      bury_not_hash(id)
     end
   end
   if got >= want then break end
 end
 out[3] = got
+if ends then close_ends(ends) end
 return out

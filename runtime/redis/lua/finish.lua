@@ -19,17 +19,14 @@
 -- task moved on) is refused: fencing, so a slow worker cannot overwrite a rerun.
 --
 -- Returns one integer per outcome: 1 recorded, 0 refused (stale lease).
+--
+-- dead and failed go through end_for_good (_lib.lua), as every way of ending for good
+-- does; the worker chose between them from the function's dead_letter setting.
 local now = NOW
 local prefix = KEYS[7]
 local out = {}
-local counts = {}
-local buried = false
+local ends = new_ends(KEYS[3], KEYS[4], KEYS[5], prefix, ARGV[1], nil)
 local rescheduled = false
-
-local function count(name, fn)
-  counts[name] = (counts[name] or 0) + 1
-  if fn then counts[name .. ':' .. fn] = (counts[name .. ':' .. fn] or 0) + 1 end
-end
 
 for b = 2, #ARGV, 7 do
   local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
@@ -45,14 +42,15 @@ for b = 2, #ARGV, 7 do
     if outcome == 'succeeded' then
       redis.call('HSET', tkey, 'state', 'succeeded', 'result', data, 'finished_at', now)
       keep_for(KEYS[4], tkey, id, ms)
-      count('processed', fn)
+      count(ends, 'processed', fn)
+      finished(id)
     elseif outcome == 'retry' then
       push_error(tkey, data)
       redis.call('HSET', tkey, 'state', 'scheduled', 'run_at', now + ms, 'traceback', tb)
       redis.call('ZADD', KEYS[2], now + ms, id)
       rescheduled = true
-      count('failed', fn)
-      count('retried', fn)
+      count(ends, 'failed', fn)
+      count(ends, 'retried', fn)
     elseif outcome == 'park' then
       local attempts = math.max(0, (tonumber(f[4]) or 1) - 1)
       redis.call('HDEL', tkey, 'started_at')
@@ -60,35 +58,15 @@ for b = 2, #ARGV, 7 do
         'attempts', attempts)
       redis.call('ZADD', KEYS[2], now + ms, id)
     elseif outcome == 'dead' then
-      push_error(tkey, data)
-      redis.call('HSET', tkey, 'state', 'dead', 'finished_at', now, 'traceback', tb,
-        'reason', reason)
-      redis.call('PERSIST', tkey)
-      redis.call('ZADD', KEYS[3], now, id)
-      buried = true
-      count('failed', fn)
-      count('dead', fn)
+      end_for_good(ends, id, fn, nil, reason, data, tb)
     else
-      push_error(tkey, data)
-      redis.call('HSET', tkey, 'state', 'failed', 'finished_at', now, 'traceback', tb,
-        'reason', reason)
-      keep_for(KEYS[4], tkey, id, ms)
-      count('failed', fn)
+      end_for_good(ends, id, fn, ms, reason, data, tb)
     end
     out[#out + 1] = 1
   end
 end
 
-for name, n in pairs(counts) do
-  redis.call('HINCRBY', KEYS[5], name, n)
-end
-if buried then
-  local keep = tonumber(ARGV[1])
-  local extra = redis.call('ZCARD', KEYS[3]) - keep
-  if extra > 0 then
-    drop_all(KEYS[3], prefix, redis.call('ZRANGE', KEYS[3], 0, extra - 1))
-  end
-end
+close_ends(ends)
 -- A retry may be due before an idle worker's next wake-up: wake one to re-plan.
 if rescheduled then wake(KEYS[6], 1) end
 return out

@@ -4,12 +4,12 @@ running, and Redis out of memory under `noeviction` (and another eviction policy
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
-from dtqs.runtime.redis.scripts import _source
+from dtqs.runtime.redis.keys import QueueKeys
+from dtqs.runtime.redis.scripts import EndPolicy, FunctionEnd, Scripts, _source
 
 from .conftest import request
 
@@ -29,12 +29,11 @@ def freeze_then_sweep(r, seconds: int) -> None:
     runs that held them must be refused."""
     src = _source("reclaim")
     sha = r.script_load(src)
-    base = "dtqs:{default}"
-    keys = [f"{base}:{k}" for k in ("active", "dead", "done", "notify", "stats", "t:")]
-    keys += [f"{base}:pending:{i}" for i in range(4)]
+    policy = EndPolicy({"work": FunctionEnd(3, True, 86_400_000)}, 10_000)
+    keys, args = Scripts.reclaim_call(QueueKeys("dtqs", "default", 4), policy, 86_400_000)
     pipe = r.pipeline(transaction=True)
     pipe.execute_command("DEBUG", "SLEEP", str(seconds))
-    pipe.evalsha(sha, len(keys), *keys, json.dumps({"work": 3}), 3, 86_400_000, 1000)
+    pipe.evalsha(sha, len(keys), *keys, *args)
     _, (requeued, *_) = pipe.execute()
     assert requeued == 20, requeued
 
