@@ -261,7 +261,8 @@ class Scripts:
         keys = [qk.scheduled, qk.active, qk.paused, qk.dead, qk.task_prefix, qk.done, qk.stats,
                 *qk.all_pending]  # fmt: skip
         order_arg = ",".join(map(str, order))
-        args = [count, lease_ms, token_base, order_arg, policy.failed_json, policy.dead_letter_max]
+        args = [count, lease_ms, token_base, order_arg, policy.failed_json,
+                policy.dead_letter_max, qk.finished]  # fmt: skip
         return keys, args
 
     @staticmethod
@@ -276,7 +277,7 @@ class Scripts:
     def finish(
         self, qk: QueueKeys, outcomes: Sequence[Outcome], dead_letter_max: int
     ) -> list[bool]:
-        args: list[Any] = [dead_letter_max]
+        args: list[Any] = [dead_letter_max, qk.finished]
         for o in outcomes:
             args += [o.id, o.token, o.kind, o.data, o.traceback, o.ms, o.reason]
         keys = [qk.active, qk.scheduled, qk.dead, qk.done, qk.stats, qk.notify, qk.task_prefix]
@@ -309,12 +310,12 @@ class Scripts:
         queues it inside a MULTI)."""
         keys = [qk.active, qk.dead, qk.done, qk.notify, qk.stats, qk.task_prefix, *qk.all_pending]
         args = [policy.json, policy.default_max_attempts, dead_letter_ttl_ms, limit,
-                policy.dead_letter_max]  # fmt: skip
+                policy.dead_letter_max, qk.finished]  # fmt: skip
         return keys, args
 
     def cancel(self, qk: QueueKeys, task_id: str, keep_ms: int) -> tuple[int, str]:
         keys = [qk.task(task_id), qk.scheduled, qk.done, *qk.all_pending]
-        r = self._run("cancel", keys, [task_id, keep_ms])
+        r = self._run("cancel", keys, [task_id, keep_ms, qk.finished])
         return int(r[0]), str(r[1])
 
     def progress(self, qk: QueueKeys, task_id: str, token: str, data_json: str) -> bool:

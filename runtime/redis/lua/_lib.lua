@@ -75,6 +75,14 @@ local function finished(id)
   FINISHED[#FINISHED + 1] = id
 end
 
+-- Tell waiters (runtime/waiting.py: long-polls, Client.wait) which tasks this call
+-- moved to a final state: one PUBLISH of their ids on the queue's finished channel
+-- (a channel name, passed in ARGV), none when no task ended. PERF: with no
+-- subscriber, PUBLISH costs Redis about a microsecond per call, not per task.
+local function announce(channel)
+  if #FINISHED > 0 then redis.call('PUBLISH', channel, table.concat(FINISHED, ' ')) end
+end
+
 -- A script's context for tasks that end: new_ends once per script, end_for_good per
 -- task, close_ends once at the end (one HINCRBY per counter, one trim of the dead set).
 --   dead, done: the queue's dead and done ZSETs   stats: its stats HASH

@@ -16,6 +16,7 @@
 --          where an unknown function does), so a manifest where every function
 --          dead-letters sends "{}".
 -- ARGV[6]  dead letters kept at most (older ones and their records are dropped)
+-- ARGV[7]  the queue's finished channel: the ids of records buried are published on it
 --
 -- First moves scheduled tasks whose time has come to their pending list (even while
 -- paused), then, unless paused, pops and leases. A record that is missing is skipped
@@ -72,6 +73,7 @@ local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[2] then out[2] = tonumber(head[2]) end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   if ends then close_ends(ends) end
+  announce(ARGV[7])
   return out
 end
 
@@ -114,4 +116,5 @@ for level in string.gmatch(ARGV[4], '%d+') do
 end
 out[3] = got
 if ends then close_ends(ends) end
+announce(ARGV[7])
 return out

@@ -4,7 +4,8 @@
 -- KEYS[5] stats HASH    KEYS[6] notify LIST      KEYS[7] task record prefix
 --
 -- ARGV[1] dead letters kept at most (older ones and their records are dropped)
--- ARGV[2..]: 7 values per outcome, repeated:
+-- ARGV[2] the queue's finished channel: the ids that ended are published on it
+-- ARGV[3..]: 7 values per outcome, repeated:
 --   id, lease token, outcome, data, traceback, ms, reason
 --   outcome  succeeded: data = result JSON; ms = result ttl (0 = drop the record now)
 --            retry:     data = error JSON; ms = delay before the next attempt
@@ -28,7 +29,7 @@ local out = {}
 local ends = new_ends(KEYS[3], KEYS[4], KEYS[5], prefix, ARGV[1], nil)
 local rescheduled = false
 
-for b = 2, #ARGV, 7 do
+for b = 3, #ARGV, 7 do
   local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local data, tb, ms, reason = ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 5]), ARGV[b + 6]
   local tkey = prefix .. id
@@ -67,6 +68,7 @@ for b = 2, #ARGV, 7 do
 end
 
 close_ends(ends)
+announce(ARGV[2])
 -- A retry may be due before an idle worker's next wake-up: wake one to re-plan.
 if rescheduled then wake(KEYS[6], 1) end
 return out

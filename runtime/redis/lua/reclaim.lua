@@ -12,6 +12,7 @@
 -- ARGV[3] dead-letter retention age ms
 -- ARGV[4] at most this many entries handled per structure per call
 -- ARGV[5] dead letters kept at most (older ones and their records are dropped)
+-- ARGV[6] the queue's finished channel: the ids that ended are published on it
 --
 -- A reclaimed task counts the lost run as an attempt (it was fetched). One out of
 -- attempts ends as its function says (end_for_good): dead-lettered, or `failed` and
@@ -49,6 +50,7 @@ for _, id in ipairs(expired) do
 end
 wake(KEYS[4], requeued)
 close_ends(ends)
+announce(ARGV[6])
 
 local done = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', NOW, 'LIMIT', 0, limit)
 drop_all(KEYS[3], prefix, done)
