@@ -49,12 +49,24 @@ class Readyz:
         try:
             broker.ping()
             policy = broker.eviction_policy()
+            # NOTE: a Redis that answers may still refuse every write (out of memory
+            # under noeviction, a read-only replica): submissions would all fail.
+            broker.write_probe()
+            headroom = broker.memory_headroom()
         except DtqsError as exc:
             # The broker's message names the cause and redacts the URL's password.
             message = exc.message
             self.not_ready(message if message.startswith("Redis") else f"Redis: {message}")
         if policy not in SAFE_POLICIES:
             self.not_ready(f"maxmemory-policy is {policy}; tasks could be evicted, set noeviction")
+        # NOTE: under noeviction, room for one submission of the largest body taken (it
+        # is held in the request buffer, then stored): less, and submissions are refused.
+        needed = 2 * manifest.api.max_body_bytes
+        if headroom is not None and headroom < needed:
+            self.not_ready(
+                f"Redis is out of memory: {max(headroom, 0)} bytes left below maxmemory, "
+                f"less than one submission of api.max_body_bytes may need ({needed})"
+            )
         resp.media = {
             "status": "ready",
             "redis": "ok",

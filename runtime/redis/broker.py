@@ -42,6 +42,8 @@ CLOCK_REFRESH_S = 10.0
 DEADLINE_MARGIN_MS = 50
 #: Most connections a broker opens (per node on a cluster); more callers wait for one.
 DEFAULT_MAX_CONNECTIONS = 64
+#: How long /readyz's write probe key lives.
+PROBE_TTL_MS = 60_000
 #: redis-py's message when no pooled connection came free within the pool's timeout.
 POOL_EXHAUSTED = "No connection available."
 #: Wake-up tokens kept per queue (as wake() in lua/_lib.lua keeps): enough for every
@@ -55,8 +57,12 @@ def translate(exc: BaseException, url: str = "") -> DtqsError | None:
         return BrokerUnavailableError("Redis is loading its data set; try again shortly")
     if isinstance(exc, MasterNotFoundError):
         return BrokerUnavailableError(sentinel_failure(url, str(exc)))
-    if isinstance(exc, redis.exceptions.ResponseError):
-        return _refused(str(exc), exc, url)
+    # NOTE: redis-py strips the code (READONLY, ...) from the text of the errors it has a
+    # class for, so these are known by class. A stale connection to a demoted master
+    # (after a failover) answers READONLY: that is a moment of unavailability, not a bug.
+    for kind, code in _UNWRITABLE:
+        if isinstance(exc, kind):
+            return BrokerUnavailableError(f"Redis cannot take writes now: {code} {exc}")
     if isinstance(
         exc,
         redis.exceptions.ConnectionError
@@ -65,7 +71,18 @@ def translate(exc: BaseException, url: str = "") -> DtqsError | None:
         | redis.exceptions.RedisClusterException,  # e.g. slots not covered yet
     ):
         return _unreachable(str(exc), url)
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return _refused(str(exc), exc, url)
     return None
+
+
+#: Errors meaning "Redis cannot take writes at the moment", with the code Redis sent.
+_UNWRITABLE: tuple[tuple[type[Exception], str], ...] = (
+    (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.MasterDownError, "MASTERDOWN"),
+    (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
+    (redis.exceptions.TryAgainError, "TRYAGAIN"),
+)
 
 
 def _unreachable(text: str, url: str) -> BrokerUnavailableError:
@@ -253,6 +270,26 @@ class Broker:
     def ping(self) -> bool:
         with self.translated():
             return bool(self.redis.ping())
+
+    def write_probe(self) -> None:
+        """Write one small key (with a TTL): raises BrokerUnavailableError when Redis
+        answers but refuses writes (out of memory under noeviction, a read-only replica,
+        a failed disk under stop-writes-on-bgsave-error, too few replicas)."""
+        with self.translated():
+            self.redis.set(keys.probe_key(self.prefix), "1", px=PROBE_TTL_MS)
+
+    def memory_headroom(self) -> int | None:
+        """Bytes left below maxmemory (the least of any master on a cluster), or None
+        when no maxmemory is set. Under noeviction Redis refuses every write that
+        arrives while it is over, however small the write that tipped it."""
+        with self.translated():
+            info = self.redis.info("memory")
+        nodes = (
+            info.values() if info and all(isinstance(v, dict) for v in info.values()) else [info]
+        )
+        left = [int(n["maxmemory"]) - int(n["used_memory"]) for n in nodes
+                if int(n.get("maxmemory") or 0) > 0]  # fmt: skip
+        return min(left) if left else None
 
     def eviction_policy(self) -> str:
         """The server's maxmemory-policy ('unknown' where CONFIG is not allowed)."""

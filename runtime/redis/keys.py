@@ -114,3 +114,8 @@ def worker_key(prefix: str, worker_id: str) -> str:
 def schedule_key(prefix: str, name: str) -> str:
     """HASH: a schedule's last fire (last_fire_ms, last_task_id), written by the scheduler."""
     return f"{prefix}:schedule:{name}"
+
+
+def probe_key(prefix: str) -> str:
+    """STRING (with a short TTL): written by /readyz to learn whether Redis takes writes."""
+    return f"{prefix}:probe"

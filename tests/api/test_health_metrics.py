@@ -127,6 +127,25 @@ def test_readyz_names_an_evicting_policy(make, redis_server):
     assert api.simulate_get("/healthz").status_code == 200
 
 
+def test_readyz_is_not_ready_while_redis_refuses_writes(make, redis_server):
+    """Before: /readyz said ready whenever Redis answered PING, even when every
+    submission was refused (a read-only replica; out of memory under noeviction)."""
+    _, primary = redis_server()
+    _, replica = redis_server("--replicaof", "127.0.0.1", str(primary))
+    api, _, _ = make(f"redis://127.0.0.1:{replica}/0")
+    resp = api.simulate_get("/readyz")
+    assert resp.status_code == 503 and "READONLY" in resp.json["detail"]
+    assert resp.headers["retry-after"]
+
+    _, port = redis_server("--maxmemory-policy", "noeviction")
+    api, client, _ = make(f"redis://127.0.0.1:{port}/0")
+    assert api.simulate_get("/readyz").status_code == 200
+    used = int(client.broker.redis.info("memory")["used_memory"])
+    client.broker.redis.config_set("maxmemory", used + 100_000)  # < 2 x max_body_bytes
+    resp = api.simulate_get("/readyz")
+    assert resp.status_code == 503 and "out of memory" in resp.json["detail"]
+
+
 def test_readyz_reports_a_failed_reload(make, r):
     api, _, state = make()
     state.reload_error = "dtqs.yaml:3: queues: expected a mapping"

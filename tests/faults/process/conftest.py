@@ -451,7 +451,7 @@ _QUEUE_SINGLETONS = {
     "stats",
     "durations",
 }
-_GLOBAL = re.compile(r"^(workers|worker:.+|schedule:.+)$")
+_GLOBAL = re.compile(r"^(workers|worker:.+|schedule:.+|probe)$")
 
 
 def violations(r: Any, prefix: str = "dtqs") -> list[str]:
