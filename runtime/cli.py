@@ -1,27 +1,35 @@
 """The `dtqs` command. The only module that parses argv, prints for humans, or exits.
 
-Exit statuses: 0 ok; 1 a check failed; 2 the user's input was wrong (manifest,
-arguments, payload); 3 not found; 4 conflict; 69 Redis unavailable; 70 internal
-error; 124 a --wait timed out.
+Exit statuses (README, "Exit statuses"): 0 ok; 1 a child process of `dtqs run` was
+killed; 2 the user's input was wrong (manifest, arguments, payload); 3 not found;
+4 conflict (a running task, another `dtqs run`, a port in use); 5 a waited-for task
+failed; 69 Redis unavailable; 70 internal error; 124 a --wait timed out; 130
+interrupted before it started.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from dtqs.runtime import logs
-from dtqs.runtime.errors import INVALID, DtqsError, ManifestError
+from dtqs.runtime.errors import (
+    EXIT_STATUS,
+    INTERNAL,
+    INVALID,
+    DtqsError,
+    ManifestError,
+    TaskFailedError,
+)
 from dtqs.runtime.manifest import Manifest, load_manifest, resolve_config_path
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger("dtqs.cli")
 
 
 def config_option(fn: F) -> F:
@@ -355,7 +363,7 @@ def submit(
     if info.state == "succeeded":
         echo_json(info.result)
         return
-    raise DtqsError(f"task {task_id} ended {info.state}: {json.dumps(info.error)}", code="conflict")
+    raise TaskFailedError(f"task {task_id} ended {info.state}: {json.dumps(info.error)}")
 
 
 @cli.command()
@@ -492,23 +500,41 @@ def report(exc: DtqsError) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    """Run the CLI; returns the exit status (README, Commands: every status it returns)."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
     try:
-        cli.main(args=argv, prog_name="dtqs", standalone_mode=False)
+        # NOTE: with standalone_mode=False click returns a command's exit status (from
+        # click.exceptions.Exit) instead of exiting; it was ignored, so `dtqs run`
+        # exited 0 after its API child failed.
+        status = cli.main(args=args, prog_name="dtqs", standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("aborted", err=True)
         return 130
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except DtqsError as exc:
         if verbose:
-            log.exception("error")
+            traceback.print_exc()
         report(exc)
         return exc.exit_status
-    return 0
+    except (RecursionError, MemoryError) as exc:
+        # NOTE: from a user's file (a manifest, schema or handler too deep or too big)
+        if verbose:
+            traceback.print_exc()
+        kind = "nested too deeply" if isinstance(exc, RecursionError) else "too large"
+        click.echo(f"dtqs: error: the input is {kind} to load ({type(exc).__name__})", err=True)
+        return EXIT_STATUS[INVALID]
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with -v
+        if verbose:
+            traceback.print_exc()
+        hint = "" if verbose else " (run with -v for the traceback)"
+        click.echo(f"dtqs: internal error: {type(exc).__name__}: {exc}{hint}", err=True)
+        return EXIT_STATUS[INTERNAL]
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ CONFLICT = "conflict"
 UNAVAILABLE = "unavailable"
 INTERNAL = "internal"
 TIMEOUT = "timeout"
+TASK_FAILED = "task_failed"
 
 #: Exit statuses of the CLI, by error code (2 = the user's input was wrong).
 EXIT_OK = 0
@@ -24,6 +25,7 @@ EXIT_STATUS = {
     NOT_FOUND: 3,
     ALREADY_EXISTS: 4,
     CONFLICT: 4,
+    TASK_FAILED: 5,  # `--wait` saw the task end failed, dead or cancelled
     UNAVAILABLE: 69,  # EX_UNAVAILABLE from sysexits.h
     INTERNAL: 70,  # EX_SOFTWARE
     TIMEOUT: 124,  # as timeout(1)
@@ -140,6 +142,12 @@ class SettingsError(DtqsError):
     """A process setting (environment variable or flag) is invalid."""
 
     code = INVALID
+
+
+class TaskFailedError(DtqsError):
+    """A waited-for task ended without success: failed, dead or cancelled."""
+
+    code = TASK_FAILED
 
 
 class WaitTimeoutError(DtqsError):

@@ -222,7 +222,8 @@ class Supervisor:
         return status
 
     def _step(self, started: list[Component]) -> int:
-        """One round of the main loop after a wake-up; 1 when a component died."""
+        """One round of the main loop after a wake-up; non-zero when a component died
+        (its exit status, or 1 when it was killed by a signal)."""
         assert self.pool is not None
         self.pool.poll()
         if self.reloader is not None:
@@ -234,7 +235,8 @@ class Supervisor:
             if (code := component.exited()) is not None:
                 log.error("%s exited with status %d; stopping", component.name, code)
                 self.stop_requests = 1
-                return 1
+                # NOTE: its own status when it gave one (4: its port was taken, ...).
+                return code if code > 0 else 1
         return 0
 
     # -- hot reload (called by the reloader on this, the main, thread) -------------

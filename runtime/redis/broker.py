@@ -73,6 +73,11 @@ def translate(exc: BaseException, url: str = "") -> DtqsError | None:
         return _unreachable(str(exc), url)
     if isinstance(exc, redis.exceptions.ResponseError):
         return _refused(str(exc), exc, url)
+    if isinstance(exc, redis.exceptions.InvalidResponse):  # e.g. the URL names a web server
+        where = f" at {redact(url)}" if url else ""
+        return BrokerUnavailableError(
+            f"the server{where} does not answer as Redis does ({exc}); check the URL's port"
+        )
     return None
 
 

@@ -178,3 +178,25 @@ def test_cli_round_trip(procs, project, redis_url, r):
     nope = dtqs("worker", "--queues", "nope", "--log-level", "warning")
     assert nope.returncode == 2, nope
     assert "nope" in nope.stderr
+
+
+def test_submit_wait_statuses(procs, project, redis_url, r):
+    """--wait: the result and 0; a task that failed: 5 (it was 4, 'conflict'); a task
+    still waiting at --timeout: 124. One line each, no traceback."""
+    from dtqs.runtime.testing import InProcessWorker
+
+    manifest = BASE.replace("functions:\n", "functions:\n  boom:\n"
+                            "    handler: functions/tasks.py:boom\n"
+                            "    retry: {max_attempts: 1}\n")  # fmt: skip
+    p = project(manifest, {"functions/tasks.py": TASKS + "def boom(payload):\n    1 / 0\n"})
+    env = procs.env(redis_url)
+    with InProcessWorker(p.manifest(), redis_url):
+        ok = procs.run(["submit", "x", '{"n": 1}', "--wait"], p.root, env)
+        failed = procs.run(["submit", "boom", "{}", "--wait"], p.root, env)
+    late = procs.run(["submit", "x", "{}", "--delay", "60", "--wait", "--timeout", "0.5"],
+                     p.root, env)  # fmt: skip
+    assert ok.returncode == 0 and json.loads(ok.stdout) == {"n": 1}, ok.stderr
+    assert failed.returncode == 5, failed
+    assert failed.stderr.startswith("dtqs: error: task default.") and "ended dead" in failed.stderr
+    assert "ZeroDivisionError" in failed.stderr and len(failed.stderr.splitlines()) == 1
+    assert late.returncode == 124 and "still scheduled" in late.stderr, late

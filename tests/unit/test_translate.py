@@ -47,3 +47,9 @@ def test_a_busy_pool_and_a_late_submission_are_not_outages():
     assert "pool is exhausted" in busy.message and "unreachable" not in busy.message
     stale = translate(redis.exceptions.ResponseError("STALE the submission reached Redis ..."))
     assert isinstance(stale, BrokerUnavailableError) and not stale.outage
+
+
+def test_a_server_that_is_not_redis_is_named_not_a_crash():
+    error = translate(redis.exceptions.InvalidResponse('Protocol error, got "H"'), "redis://h:80/0")
+    assert isinstance(error, BrokerUnavailableError)
+    assert "does not answer as Redis does" in error.message and "redis://h:80/0" in error.message
