@@ -33,6 +33,8 @@ log = logging.getLogger("dtqs.scheduler")
 
 #: Longest sleep between looks (a reload or a stop is noticed within it).
 MAX_SLEEP_S = 1.0
+#: Pause after a look that failed (Redis away) before the next one.
+RETRY_S = 0.25
 #: Most ticks of one schedule fired in one look (a long pause catches up the latest).
 MAX_CATCH_UP = 100
 #: Tick keys outlive the misfire grace by this much, so a catch-up never doubles a tick.
@@ -229,7 +231,7 @@ class Scheduler:
                     wait = min(wait, self.emf.seconds_until_due())
             except DtqsError as exc:
                 self.trouble(exc)
-                wait = min(wait, MAX_SLEEP_S)
+                wait = RETRY_S  # NOTE: back within a fraction of a second of Redis
             self.stopping.wait(wait + 0.001)
 
     def stop(self) -> None:
