@@ -88,7 +88,9 @@ class GuardedParser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no
     swallowed = 0
 
     def received(self, data: bytes) -> int:
-        in_header = self.body_rcv is None and not self.completed
+        if self.completed:
+            return 0
+        in_header = self.body_rcv is None
         consumed: int = super().received(data)
         if in_header and not (self.headers_finished or self.completed):
             if has_bare_lf(self.header_plus, len(data)):
@@ -111,13 +113,13 @@ class GuardedParser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no
         super().parse_header(header_plus)
         # Waitress drops TRANSFER_ENCODING from an HTTP/1.1 request once it has used it:
         # if it is still there, the request is HTTP/1.0 (where TE has no meaning).
-        if "TRANSFER_ENCODING" in self.headers or (
-            self.chunked and "CONTENT_LENGTH" in self.headers
-        ):
-            raise ParsingError(
-                "Transfer-Encoding with Content-Length or in HTTP/1.0: the body's length "
-                "is ambiguous (RFC 9112 section 6.1)"
-            )
+        if "TRANSFER_ENCODING" in self.headers:
+            why = f"Transfer-Encoding in an HTTP/{self.version} request"
+        elif self.chunked and "CONTENT_LENGTH" in self.headers:
+            why = "Transfer-Encoding together with Content-Length"
+        else:
+            return
+        raise ParsingError(f"{why}: the body's length is ambiguous (RFC 9112 section 6.1)")
 
     def body_to_come(self) -> int:
         """Bytes of a refused request still to drop before closing (at most LINGER_BYTES)."""
