@@ -1,16 +1,19 @@
 """Serve the API with waitress: `dtqs api`, and the API inside `dtqs run`.
 
 Secure by default: with no tokens in the manifest the API binds to loopback only;
-another address without tokens is refused unless --insecure says otherwise.
+another address without tokens is refused unless --insecure says otherwise. What
+waitress answers by itself (malformed or oversized requests) is guarded in httpguard.py.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import signal
 from typing import Any
 
+from dtqs.runtime import errors as E
 from dtqs.runtime.errors import DtqsError
 from dtqs.runtime.manifest import Manifest
 
@@ -50,24 +53,69 @@ def check_exposure(manifest: Manifest, host: str, insecure: bool) -> None:
     )
 
 
+def listen(app: Any, manifest: Manifest, host: str, port: int, threads: int) -> Any:
+    """A guarded waitress server listening on host:port; a DtqsError if it cannot listen."""
+    from dtqs.api.httpguard import create_server
+
+    try:
+        return create_server(
+            app,
+            max_body_bytes=manifest.api.max_body_bytes,
+            host=host,
+            port=port,
+            threads=threads,
+            max_request_header_size=MAX_HEADER_BYTES,
+            channel_timeout=CHANNEL_TIMEOUT_S,
+            cleanup_interval=CLEANUP_INTERVAL_S,
+            connection_limit=CONNECTION_LIMIT,
+            ident="dtqs",
+            clear_untrusted_proxy_headers=True,
+        )
+    except OSError as exc:
+        raise listen_error(host, port, exc) from None
+    except ValueError as exc:
+        # waitress turns a failed getaddrinfo() into this (the port was checked by click)
+        if "host" not in str(exc):
+            raise
+        raise DtqsError(
+            f"cannot listen on {address(host, port)}: no address of that name; "
+            "choose another --host",
+            code=E.INVALID,
+        ) from None
+
+
+#: Why a bind failed, what to do, and the error code, by errno.
+_BIND_ERRORS = {
+    errno.EADDRINUSE: (
+        "address already in use (another process holds it); stop it or choose another --port",
+        E.CONFLICT,
+    ),
+    errno.EACCES: (
+        "permission denied (ports below 1024 need privileges); choose another --port",
+        E.INVALID,
+    ),
+    errno.EADDRNOTAVAIL: (
+        "address not available (no interface of this machine has it); choose another --host",
+        E.INVALID,
+    ),
+}
+
+
+def listen_error(host: str, port: int, exc: OSError) -> DtqsError:
+    """One line saying which address could not be bound, why, and which option to change."""
+    reason, code = _BIND_ERRORS.get(
+        exc.errno or 0, ((exc.strerror or str(exc)).lower(), E.UNAVAILABLE)
+    )
+    return DtqsError(f"cannot listen on {address(host, port)}: {reason}", code=code)
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def serve(app: Any, manifest: Manifest, host: str, port: int, threads: int) -> None:
     """Run waitress until SIGTERM/SIGINT."""
-    from waitress import create_server
-
-    server = create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads,
-        # NOTE: waitress refuses a body of exactly max_request_body_size; ours is allowed.
-        max_request_body_size=manifest.api.max_body_bytes + 1,
-        max_request_header_size=MAX_HEADER_BYTES,
-        channel_timeout=CHANNEL_TIMEOUT_S,
-        cleanup_interval=CLEANUP_INTERVAL_S,
-        connection_limit=CONNECTION_LIMIT,
-        ident="dtqs",
-        clear_untrusted_proxy_headers=True,
-    )
+    server = listen(app, manifest, host, port, threads)
 
     def stop(signum: int, _frame: object) -> None:
         raise SystemExit(0)

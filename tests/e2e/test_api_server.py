@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 
 import pytest
 
@@ -106,3 +107,21 @@ def test_refuses_to_serve_publicly_without_tokens(procs, project, redis_url, unu
                      procs.env(redis_url))  # fmt: skip
     assert done.returncode == 2
     assert "without tokens" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_busy_port_is_one_line_and_exit_4(procs, project, redis_url):
+    """Port taken by another process: one `dtqs: error:` line naming it, no traceback."""
+    p = project(MANIFEST, {"functions/ledger.py": LEDGER})
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        done = procs.run(["api", "--port", str(port)], p.root, procs.env(redis_url))
+    finally:
+        holder.close()
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.splitlines() == [
+        f"dtqs: error: cannot listen on 127.0.0.1:{port}: address already in use (another "
+        "process holds it); stop it or choose another --port"
+    ]
