@@ -11,6 +11,7 @@ import errno
 import ipaddress
 import logging
 import signal
+import socket
 from typing import Any
 
 from dtqs.runtime import errors as E
@@ -107,6 +108,28 @@ def listen_error(host: str, port: int, exc: OSError) -> DtqsError:
         exc.errno or 0, ((exc.strerror or str(exc)).lower(), E.UNAVAILABLE)
     )
     return DtqsError(f"cannot listen on {address(host, port)}: {reason}", code=code)
+
+
+def check_free(host: str, port: int) -> None:
+    """Raise listen()'s one-line DtqsError now if host:port cannot be bound: `dtqs run`
+    checks before it starts a server and workers only to stop them again."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise DtqsError(
+            f"cannot listen on {address(host, port)}: no address of that name; "
+            "choose another --host",
+            code=E.INVALID,
+        ) from None
+    family, kind, proto, _, where = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress binds
+        try:
+            probe.bind(where)
+        except OSError as exc:
+            raise listen_error(host, port, exc) from None
 
 
 def address(host: str, port: int) -> str:

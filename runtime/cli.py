@@ -181,12 +181,13 @@ def run(
     log_level: str,
 ) -> None:
     """Local development: embedded server (if no Redis is set), workers, API, scheduler."""
-    from dtqs.api.server import check_exposure
+    from dtqs.api.server import check_exposure, check_free
     from dtqs.runtime.supervisor import ChildCommand
 
     logs.setup("run", log_level)
     manifest = load(config)
     check_exposure(manifest, host, insecure)
+    check_free(host, port)
     from dtqs.runtime.reloader import PARENT_REPORTS_ENV
 
     api_argv = ["api", "--config", str(manifest.path), "--host", host, "--port", str(port)]

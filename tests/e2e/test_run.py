@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -126,3 +127,29 @@ def test_run_embedded_end_to_end(procs, example, wait_for, unused_port):
     assert (info["id"], info["state"], info["function"]) == (task_id, "scheduled", "hello")
     assert info["payload"] == {"name": "Later"}
     stop_run(procs, sup, example, server["pid"])
+
+
+def test_run_on_a_busy_port_says_so_in_one_line_and_starts_nothing(procs, example):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = procs.run([*RUN, "--port", str(port)], example, procs.env(None), timeout=30)
+    # NOTE: before, a 25-line traceback from the API child, and `dtqs run` exited 0.
+    assert done.returncode == 4, done
+    assert done.stderr.splitlines() == [
+        f"dtqs: error: cannot listen on 127.0.0.1:{port}: address already in use (another "
+        "process holds it); stop it or choose another --port"
+    ]
+    assert not (example / ".dtqs" / "server.json").exists()
+
+
+def test_run_stops_non_zero_when_a_child_dies(procs, example, wait_for, unused_port):
+    env = procs.env(None)
+    sup, server = start_run(procs, example, env, wait_for, unused_port)
+    api = next(p for p in psutil.Process(sup.pid).children() if " api " in " ".join(p.cmdline()))
+    api.kill()
+    procs.wait_exit(sup, 20)
+    assert sup.returncode == 1, procs.output(sup)  # killed by a signal: 1
+    assert "api exited with status -9; stopping" in procs.output(sup)
+    procs.assert_no_orphans(example, timeout=5)
