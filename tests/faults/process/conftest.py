@@ -450,6 +450,7 @@ _QUEUE_SINGLETONS = {
     "paused",
     "stats",
     "durations",
+    "rates",
 }
 _GLOBAL = re.compile(r"^(workers|worker:.+|schedule:.+|probe)$")
 

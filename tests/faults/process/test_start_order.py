@@ -25,12 +25,15 @@ from .conftest import FAULT_MANIFEST, Stack, _free_port, request
 pytestmark = pytest.mark.timeout(150)
 
 #: The fault manifest plus a schedule firing every second.
-TICKING = FAULT_MANIFEST + """\
+TICKING = (
+    FAULT_MANIFEST
+    + """\
 schedules:
   tick:
     function: work
     every: 1s
 """
+)
 #: The issue's bound: fully serving within this long of Redis answering.
 SERVING_WITHIN_S = 2.0
 #: One process's line that an outage began (runtime/outage.py).
