@@ -4,6 +4,8 @@ serving. Through falcon's test client, on real Redis."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from falcon import testing
 
@@ -77,3 +79,34 @@ def test_prototype_priority_is_an_int_from_0_to_3_never_a_500(api, r, priority):
     assert pointers(body) == ["/priority"]
     assert r.dbsize() == 0
     still_serving(api)
+
+
+#: json.dumps escapes a lone surrogate ("\\ud800"): valid JSON text, not encodable as UTF-8.
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "pointer"),
+    [
+        ("/v1/tasks", {"function": "echo", "idempotency_key": LONE}, "/idempotency_key"),
+        ("/v1/tasks", {"function": "echo", "idempotency_key": "a\udfffb"}, "/idempotency_key"),
+        (
+            "/v1/tasks/batch",
+            {"tasks": [{"function": "echo"}, {"function": "echo", "idempotency_key": LONE}]},
+            "/tasks/1/idempotency_key",
+        ),
+    ],
+)
+def test_an_idempotency_key_with_a_lone_surrogate_is_a_422(api, r, path, body, pointer):
+    resp = api.simulate_post(path, body=json.dumps(body), headers=JSON)
+    assert pointers(problem(resp, 422)) == [pointer]
+    assert r.dbsize() == 0
+    still_serving(api)
+
+
+def test_lone_surrogates_elsewhere_in_a_submission_are_stored_escaped(api):
+    body = {"function": "echo", "payload": {LONE: LONE}, "headers": {LONE: LONE}}
+    resp = api.simulate_post("/v1/tasks", body=json.dumps(body), headers=JSON)
+    assert resp.status_code == 202, resp.text
+    task = api.simulate_get(f"/v1/tasks/{resp.json['id']}").json
+    assert task["payload"] == {LONE: LONE} and task["headers"] == {LONE: LONE}
