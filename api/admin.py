@@ -27,8 +27,6 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 500
 #: Upcoming fire times shown per schedule.
 FIRE_TIMES_SHOWN = 3
-#: Longest function filter accepted (function names are far shorter).
-MAX_FILTER = 200
 
 
 def iso(moment: datetime) -> str:
@@ -101,8 +99,8 @@ class _Admin:
 
     def queue_names(self, req: falcon.Request) -> list[str]:
         """The `queue` filter as a list, or every queue of the manifest in its order."""
-        name = req.get_param("queue")
-        if name:
+        name = params.text(req, "queue")
+        if name is not None:
             self.state.client.queue(name)  # unknown: 404, as on /v1/tasks
             return [name]
         return list(self.state.manifest.queues)
@@ -111,16 +109,7 @@ class _Admin:
 def function_filter(req: falcon.Request) -> str | None:
     """The `function` filter. Not checked against the manifest: a function removed from
     it may still have dead letters, and an operator must be able to clear them."""
-    name = req.get_param("function")
-    if not name:
-        return None
-    if len(name) > MAX_FILTER:
-        raise ProblemError(
-            400,
-            f"query parameter 'function': expected a function name, at most {MAX_FILTER}"
-            f" characters long, got {len(name)}",
-        )
-    return name
+    return params.function_name(req)
 
 
 class Queues(_Admin):
@@ -161,7 +150,7 @@ class DeadLetters(_Admin):
         limit = params.number(req, "limit", DEFAULT_PAGE, 1, MAX_PAGE, integer=True)
         index, offset = params.decode_cursor(req, 2)
         if index >= len(queues) and (index, offset) != (0, 0):
-            raise ProblemError(400, "query parameter 'cursor': not a cursor for these filters")
+            raise params.bad_param("cursor", "the next_cursor of a page with these filters")
         items: list[TaskInfo] = []
         after: tuple[int, int] | None = None
         while index < len(queues):
