@@ -219,6 +219,18 @@ class DeadLetterReplay(_Admin):
         resp.text = media.dumps({"replayed": len(replayed)})
 
 
+class TaskCancel(_Admin):
+    """POST /v1/tasks/{task_id}/cancel: cancel a queued or scheduled task; 409 once it runs.
+
+    NOTE(requests): a cancelled task keeps its record (readable, listed as cancelled), so
+    cancelling is a state change, not a DELETE: after a DELETE, HTTP clients and caches
+    expect the resource gone. ``DELETE /v1/tasks/{task_id}`` still cancels, deprecated.
+    """
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        resp.text = media.dumps(self.state.client.cancel_task(task_id).to_dict())
+
+
 class Functions(_Admin):
     """GET /v1/functions: each function with its queue, policy and payload schema."""
 
@@ -259,6 +271,7 @@ def add_routes(app: falcon.App, state: ApiState) -> None:
     app.add_route("/v1/dead-letters/replay", DeadLettersReplay(state))
     app.add_route("/v1/dead-letters/{task_id}", DeadLetter(state))
     app.add_route("/v1/dead-letters/{task_id}/replay", DeadLetterReplay(state))
+    app.add_route("/v1/tasks/{task_id}/cancel", TaskCancel(state))
     app.add_route("/v1/functions", Functions(state))
     app.add_route("/v1/functions/{name}", Function(state))
     app.add_route("/v1/schedules", Schedules(state))
