@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 from jsonschema import validators
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from dtqs.api import admin, media, params, tasks
 from dtqs.api.errors import PROBLEM, TITLES
@@ -75,10 +77,18 @@ def payload_schema(spec: FunctionSpec) -> dict[str, Any]:
 
 
 def accepts_null(spec: FunctionSpec) -> bool:
-    """Whether the function's payload may be null, as it is when a submission leaves it out."""
+    """Whether the function's payload may be null, as it is when a submission leaves it out.
+
+    NOTE(requests): an empty registry, so that a $ref outside the schema's file is never
+    fetched from the network here; such a schema is taken to accept null.
+    """
     if spec.schema is None:
         return True
-    return bool(validators.validator_for(spec.schema)(spec.schema).is_valid(None))
+    validator = validators.validator_for(spec.schema)(spec.schema, registry=Registry())
+    try:
+        return bool(validator.is_valid(None))
+    except Unresolvable:
+        return True
 
 
 def _nullable_any(*choices: dict[str, Any], **more: Any) -> dict[str, Any]:
