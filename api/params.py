@@ -25,6 +25,10 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 #: Longest number accepted, in characters (int() of thousands of digits is slow).
 _MAX_NUMBER = 32
+#: A header value every client sends the same way: visible ASCII and spaces. NOTE(requests):
+#: spaces around it are not part of it (HTTP servers strip them), so it needs one visible.
+HEADER_TEXT = "^[\\x20-\\x7E]*[\\x21-\\x7E][\\x20-\\x7E]*$"
+_HEADER_TEXT = re.compile(HEADER_TEXT)
 
 
 def function_name_schema() -> dict[str, Any]:
@@ -62,12 +66,6 @@ def text(req: falcon.Request, name: str) -> str | None:
     if raw == "":
         raise bad_param(name, "a value (leave the parameter out for none)")
     return str(raw)
-
-
-#: A header value every client sends the same way: visible ASCII and spaces. NOTE(requests):
-#: spaces around it are not part of it (HTTP servers strip them), so it needs one visible.
-HEADER_TEXT = "^[\\x20-\\x7E]*[\\x21-\\x7E][\\x20-\\x7E]*$"
-_HEADER_TEXT = re.compile(HEADER_TEXT)
 
 
 def header_text(req: falcon.Request, name: str) -> str | None:
