@@ -27,8 +27,6 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 500
 #: Upcoming fire times shown per schedule.
 FIRE_TIMES_SHOWN = 3
-#: Longest function filter accepted (function names are far shorter).
-MAX_FILTER = 200
 
 
 def iso(moment: datetime) -> str:
@@ -101,8 +99,8 @@ class _Admin:
 
     def queue_names(self, req: falcon.Request) -> list[str]:
         """The `queue` filter as a list, or every queue of the manifest in its order."""
-        name = req.get_param("queue")
-        if name:
+        name = params.text(req, "queue")
+        if name is not None:
             self.state.client.queue(name)  # unknown: 404, as on /v1/tasks
             return [name]
         return list(self.state.manifest.queues)
@@ -111,16 +109,7 @@ class _Admin:
 def function_filter(req: falcon.Request) -> str | None:
     """The `function` filter. Not checked against the manifest: a function removed from
     it may still have dead letters, and an operator must be able to clear them."""
-    name = req.get_param("function")
-    if not name:
-        return None
-    if len(name) > MAX_FILTER:
-        raise ProblemError(
-            400,
-            f"query parameter 'function': expected a function name, at most {MAX_FILTER}"
-            f" characters long, got {len(name)}",
-        )
-    return name
+    return params.function_name(req)
 
 
 class Queues(_Admin):
@@ -161,7 +150,7 @@ class DeadLetters(_Admin):
         limit = params.number(req, "limit", DEFAULT_PAGE, 1, MAX_PAGE, integer=True)
         index, offset = params.decode_cursor(req, 2)
         if index >= len(queues) and (index, offset) != (0, 0):
-            raise ProblemError(400, "query parameter 'cursor': not a cursor for these filters")
+            raise params.bad_param("cursor", "the next_cursor of a page with these filters")
         items: list[TaskInfo] = []
         after: tuple[int, int] | None = None
         while index < len(queues):
@@ -230,6 +219,18 @@ class DeadLetterReplay(_Admin):
         resp.text = media.dumps({"replayed": len(replayed)})
 
 
+class TaskCancel(_Admin):
+    """POST /v1/tasks/{task_id}/cancel: cancel a queued or scheduled task; 409 once it runs.
+
+    NOTE(requests): a cancelled task keeps its record (readable, listed as cancelled), so
+    cancelling is a state change, not a DELETE: after a DELETE, HTTP clients and caches
+    expect the resource gone. ``DELETE /v1/tasks/{task_id}`` still cancels, deprecated.
+    """
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        resp.text = media.dumps(self.state.client.cancel_task(task_id).to_dict())
+
+
 class Functions(_Admin):
     """GET /v1/functions: each function with its queue, policy and payload schema."""
 
@@ -270,6 +271,7 @@ def add_routes(app: falcon.App, state: ApiState) -> None:
     app.add_route("/v1/dead-letters/replay", DeadLettersReplay(state))
     app.add_route("/v1/dead-letters/{task_id}", DeadLetter(state))
     app.add_route("/v1/dead-letters/{task_id}/replay", DeadLetterReplay(state))
+    app.add_route("/v1/tasks/{task_id}/cancel", TaskCancel(state))
     app.add_route("/v1/functions", Functions(state))
     app.add_route("/v1/functions/{name}", Function(state))
     app.add_route("/v1/schedules", Schedules(state))

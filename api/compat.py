@@ -35,6 +35,20 @@ STATUS = {
 }
 
 
+def legacy_priority(value: Any) -> int:
+    """The prototype's priority: an int 0-3, else a 422 naming /priority.
+
+    NOTE(requests): `value in (0, 1, 2, 3)` lets 2.0 and True through (they compare equal
+    to ints), and a float then indexed NAMES: a 500. Only a real int is a priority.
+    """
+    if type(value) is int and 0 <= value <= 3:
+        return value
+    raise PayloadValidationError(
+        f"priority: expected an integer from 0 (low) to 3 (critical), got {value!r}",
+        [Violation("/priority", "expected an integer from 0 to 3")],
+    )
+
+
 def level_of(queue: QueueSpec, priority: int) -> str:
     if NAMES[priority] in queue.priorities:
         return NAMES[priority]
@@ -63,12 +77,7 @@ class LegacyTasks:
                 'expected {"type": <function>, "payload": ..., "priority": 0-3}',
                 [Violation("/type", "required: the function to run")],
             )
-        priority = body.get("priority", 1)
-        if isinstance(priority, bool) or priority not in (0, 1, 2, 3):
-            raise PayloadValidationError(
-                "priority: expected 0 (low) to 3 (critical)",
-                [Violation("/priority", "expected an integer from 0 to 3")],
-            )
+        priority = legacy_priority(body.get("priority", 1))
         spec = client.function(body["type"])
         level = level_of(client.queue(spec.queue), priority)
         task_id = client.submit(spec.name, body.get("payload"), priority=level)

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import copy
 import threading
+from http import HTTPStatus
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import falcon
+from jsonschema import validators
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
-from dtqs.api import admin, media, tasks
+from dtqs.api import admin, media, params, tasks
 from dtqs.api.errors import PROBLEM, TITLES
-from dtqs.runtime.client import MAX_IDEMPOTENCY_KEY
+from dtqs.runtime.client import MAX_DELAY_S, MAX_IDEMPOTENCY_KEY, MAX_RUN_AT_S
 from dtqs.runtime.manifest import FunctionSpec, Manifest
 from dtqs.runtime.task import STATES
 
@@ -72,20 +76,86 @@ def payload_schema(spec: FunctionSpec) -> dict[str, Any]:
     return rebased
 
 
+def accepts_null(spec: FunctionSpec) -> bool:
+    """Whether the function's payload may be null, as it is when a submission leaves it out.
+
+    NOTE(requests): an empty registry, so that a $ref outside the schema's file is never
+    fetched from the network here; such a schema is taken to accept null.
+    """
+    if spec.schema is None:
+        return True
+    validator = validators.validator_for(spec.schema)(spec.schema, registry=Registry())
+    try:
+        return bool(validator.is_valid(None))
+    except Unresolvable:
+        return True
+
+
+def _nullable_any(*choices: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"anyOf": [*choices, {"type": "null"}], **more}
+
+
+#: A submission's optional members, the same for every function. NOTE(requests): null is
+#: the same as leaving a member out (clients often send every member), so each allows it.
+SUBMIT_OPTIONS: dict[str, Any] = {
+    "delay": _nullable_any(
+        {"type": "number", "minimum": 0, "maximum": MAX_DELAY_S},
+        description="seconds from now; not together with run_at",
+    ),
+    "run_at": _nullable_any(
+        {"type": "string", "format": "date-time"},
+        {"type": "number", "minimum": 0, "maximum": MAX_RUN_AT_S},
+        description="when to run: an RFC 3339 time, or epoch seconds; not together with delay",
+    ),
+    "idempotency_key": _nullable_any(
+        {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+        description="a second submission with the same key (within the function's "
+        "idempotency_ttl) stores nothing and answers the first task",
+    ),
+    "headers": _nullable_any(
+        {"type": "object", "additionalProperties": {"type": "string"}},
+        description="passed to the handler as ctx.headers (e.g. a W3C traceparent)",
+    ),
+}
+#: delay and run_at are alternatives: both given (not null) is a 422.
+_NOT_BOTH = {
+    "required": ["delay", "run_at"],
+    "properties": {"delay": {"type": "number"}, "run_at": {"type": ["string", "number"]}},
+}
+
+
 def submit_schema(spec: FunctionSpec, levels: tuple[str, ...], has_schema: bool) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
             "function": {"const": spec.name},
             "payload": _ref(f"payload.{spec.name}") if has_schema else {},
-            "priority": {"enum": list(levels), "default": spec.priority},
-            "delay": {"type": "number", "minimum": 0, "description": "seconds from now"},
-            "run_at": {"type": "string", "format": "date-time"},
-            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "priority": {"enum": [*levels, None], "default": spec.priority},
+            **SUBMIT_OPTIONS,
         },
-        "required": ["function"],
+        "required": ["function"] if accepts_null(spec) else ["function", "payload"],
+        "not": _NOT_BOTH,
         "additionalProperties": False,
+    }
+
+
+def legacy_submit_schema(spec: FunctionSpec, has_schema: bool) -> dict[str, Any]:
+    """The prototype's submission for one function (other members are ignored, as there)."""
+    return {
+        "type": "object",
+        "properties": {
+            "type": {"const": spec.name},
+            "payload": _ref(f"payload.{spec.name}") if has_schema else {},
+            "priority": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 3,
+                "default": 1,
+                "description": "0 low, 1 normal, 2 high, 3 critical; an integer written "
+                "without a fraction (2, not 2.0)",
+            },
+        },
+        "required": ["type"] if accepts_null(spec) else ["type", "payload"],
     }
 
 
@@ -159,7 +229,16 @@ def _fixed_schemas() -> dict[str, Any]:
          "in_flight": integer, "processed": integer, "started_at": string},
         ["id"],
     )  # fmt: skip
-    violation = _obj({"pointer": string, "detail": string})
+    violation = {
+        "type": "object",
+        "properties": {
+            "pointer": {"type": "string", "description": "JSON pointer into the body"},
+            "parameter": {"type": "string", "description": "a query parameter or header"},
+            "detail": string,
+        },
+        "required": ["detail"],
+        "anyOf": [{"required": ["pointer"]}, {"required": ["parameter"]}],
+    }
     problem = _obj(
         {"type": string, "title": string, "status": integer, "detail": string,
          "errors": {"type": "array", "items": _ref("Violation")}},
@@ -183,14 +262,6 @@ def _fixed_schemas() -> dict[str, Any]:
         "Purged": _obj({"purged": counts}),
         "Replayed": _obj({"replayed": counts}),
         "Status": _obj({"status": string}),
-        "LegacySubmit": _obj(
-            {
-                "type": string,
-                "payload": {},
-                "priority": {"type": "integer", "minimum": 0, "maximum": 3, "default": 1},
-            },
-            ["type"],
-        ),  # fmt: skip
         "LegacySubmitted": _obj(
             {"id": string, "status": {"const": "pending"}, "priority": integer}
         ),  # fmt: skip
@@ -211,18 +282,41 @@ def _fixed_schemas() -> dict[str, Any]:
     }
 
 
+#: Headers some error responses always carry.
+_RETRY_AFTER = {
+    "Retry-After": {
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "seconds to wait before retrying",
+    }
+}
+_CHALLENGE = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+#: Error responses: what each status means here, and the headers it carries.
+_ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
+    400: ("malformed JSON or a query parameter out of range; `errors` names it", {}),
+    401: ("a bearer token is required", _CHALLENGE),
+    403: ("the token's scope does not allow this", {}),
+    404: ("no such task, queue, function or route", {}),
+    405: ("the method is not allowed on this path", {}),
+    409: ("the task's state does not allow this", {}),
+    413: ("the body is larger than api.max_body_bytes", {}),
+    415: ("the body is not application/json", {}),
+    422: ("the submission does not match its schema; `errors` names each member", {}),
+    429: ("too many long-polls are waiting; retry later, or read without `wait`", _RETRY_AFTER),
+    503: ("Redis is unreachable, slow or full; nothing was stored; retry later", _RETRY_AFTER),
+}
+
+
 def _responses() -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for status in (400, 401, 403, 404, 405, 409, 413, 415, 422, 503):
+    for status, (meaning, headers) in _ERRORS.items():
+        title = TITLES.get(status) or HTTPStatus(status).phrase
         response: dict[str, Any] = {
-            "description": TITLES[status],
+            "description": f"{title}: {meaning}",
             "content": {PROBLEM: {"schema": _ref("Problem")}},
         }
-        if status == 503:
-            response["description"] += ": Redis is unreachable or failing; retry later"
-            response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
-        if status == 401:
-            response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        if headers:
+            response["headers"] = headers
         out[str(status)] = response
     return out
 
@@ -249,9 +343,12 @@ OPERATIONS: tuple[tuple[Any, ...], ...] = (
     ("post", "/v1/tasks/batch", "Submit many tasks, all or none", 202, "Accepted", "submit",
      _BODY, [], "Batch"),
     ("get", "/v1/tasks/{task_id}", "Read a task; `wait` long-polls for a final state", 200,
-     "Task", "submit", (404, 503), ["task_id", "wait"], None),
-    ("delete", "/v1/tasks/{task_id}", "Cancel a queued or scheduled task", 200, "Task",
-     "admin", (404, 409, 503), ["task_id"], None),
+     "Task", "submit", (404, 429, 503), ["task_id", "wait"], None),
+    ("post", "/v1/tasks/{task_id}/cancel", "Cancel a queued or scheduled task; its record "
+     "stays, in state cancelled", 200, "Task", "admin", (404, 409, 503), ["task_id"], None),
+    ("delete", "/v1/tasks/{task_id}", "Cancel a queued or scheduled task (deprecated: the "
+     "record stays, so use POST /v1/tasks/{task_id}/cancel)", 200, "Task", "admin",
+     (404, 409, 503), ["task_id"], None),
     ("get", "/v1/queues", "Every queue's depths and counters", 200, "QueueList", "admin",
      (503,), [], None),
     ("get", "/v1/queues/{name}", "One queue", 200, "Queue", "admin", (404, 503), ["name"], None),
@@ -260,11 +357,11 @@ OPERATIONS: tuple[tuple[Any, ...], ...] = (
     ("post", "/v1/queues/{name}/resume", "Fetch from a paused queue again", 200, "Queue",
      "admin", (404, 503), ["name"], None),
     ("get", "/v1/dead-letters", "List dead letters", 200, "TaskPage", "admin", (404, 503),
-     ["queue", "function", "limit", "cursor"], None),
+     ["queue", "dead_function", "dead_limit", "cursor"], None),
     ("delete", "/v1/dead-letters", "Purge every matching dead letter", 200, "Purged", "admin",
-     (404, 503), ["queue", "function"], None),
+     (404, 503), ["queue", "dead_function"], None),
     ("post", "/v1/dead-letters/replay", "Replay every matching dead letter", 200, "Replayed",
-     "admin", (404, 503), ["queue", "function"], None),
+     "admin", (404, 503), ["queue", "dead_function"], None),
     ("delete", "/v1/dead-letters/{task_id}", "Purge one dead letter", 200, "Purged", "admin",
      (404, 503), ["task_id"], None),
     ("post", "/v1/dead-letters/{task_id}/replay", "Replay one dead letter", 200, "Replayed",
@@ -273,7 +370,7 @@ OPERATIONS: tuple[tuple[Any, ...], ...] = (
     ("get", "/v1/functions/{name}", "One function", 200, "Function", "admin", (404,),
      ["function_name"], None),
     ("get", "/v1/schedules", "Every schedule and its next fire times", 200, "ScheduleList",
-     "admin", (), [], None),
+     "admin", (503,), [], None),
     ("get", "/v1/workers", "Live workers, from their heartbeats", 200, "WorkerList", "admin",
      (503,), [], None),
     ("get", "/healthz", "Liveness: 200 while the process serves", 200, "Status", None, (),
@@ -288,6 +385,8 @@ OPERATIONS: tuple[tuple[Any, ...], ...] = (
      "submit", (404, 503), ["task_id"], None),
     ("get", "/health", "Liveness (the prototype's API)", 200, "Status", None, (), [], None),
 )  # fmt: skip
+#: Operations kept for existing clients; each has a better-named replacement.
+DEPRECATED = frozenset({("delete", "/v1/tasks/{task_id}")})
 #: Success bodies that are not JSON components.
 _OTHER_CONTENT = {
     "text": {
@@ -299,23 +398,73 @@ _OTHER_CONTENT = {
 
 
 def _parameters(manifest: Manifest) -> dict[str, dict[str, Any]]:
-    queues = sorted(manifest.queues)
+    queues, functions = sorted(manifest.queues), sorted(manifest.functions)
     queue = {"enum": queues} if queues else {"type": "string"}
-    page = {"type": "integer", "minimum": 1, "maximum": max(tasks.MAX_PAGE, admin.MAX_PAGE)}
+    function = {"enum": functions} if functions else {"type": "string"}
     wait = {"type": "number", "minimum": 0, "maximum": manifest.api.max_wait_s}
-    key = {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}
+    key = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDEMPOTENCY_KEY,
+        "pattern": params.HEADER_TEXT,
+    }
+    cursor = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "maxLength": params.MAX_CURSOR}
+    name = {"type": "string", **params.function_name_schema()}
+    name.pop("title", None)
     return {
         "task_id": _param("task_id", "path", {"type": "string"}),
         "name": _param("name", "path", queue),
-        "function_name": _param("name", "path", {"type": "string"}),
-        "queue": _param("queue", "query", queue, "only this queue"),
-        "function": _param("function", "query", {"type": "string"}, "only this function"),
+        "function_name": _param("name", "path", function),
+        "queue": _param("queue", "query", queue, "only this queue; leave it out for all"),
+        "function": _param("function", "query", name, "only this function (404 if unknown)"),
+        "dead_function": _param(
+            "function", "query", name, "only this function, declared or not (a removed "
+            "function may still have dead letters)",
+        ),
         "state": _param("state", "query", {"enum": list(STATES)}, "only tasks in this state"),
-        "limit": _param("limit", "query", page, "most items in the page"),
-        "cursor": _param("cursor", "query", {"type": "string"}, "next_cursor of the last page"),
+        "limit": _param("limit", "query", _page(tasks.MAX_PAGE), "most items in the page"),
+        "dead_limit": _param("limit", "query", _page(admin.MAX_PAGE), "most items in the page"),
+        "cursor": _param(
+            "cursor", "query", cursor, "the next_cursor of the previous page with the same "
+            "filters; any other value is a 400",
+        ),
         "wait": _param("wait", "query", wait, "seconds to wait for a final state"),
-        "Idempotency-Key": _param("Idempotency-Key", "header", key, "as idempotency_key"),
-    }
+        "Idempotency-Key": _param(
+            "Idempotency-Key", "header", key, "stands for the body's idempotency_key (both "
+            "given and different: 422); visible ASCII: put other keys in the body",
+        ),
+    }  # fmt: skip
+
+
+def _page(most: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": most}
+
+
+def submission_schemas(m: Manifest) -> dict[str, Any]:
+    """Each function's payload and submissions (REST and the prototype's), and their unions."""
+    schemas: dict[str, Any] = {}
+    variants, legacy = [], []
+    for spec in m.functions.values():
+        has_schema = spec.schema is not None
+        if has_schema:
+            schemas[f"payload.{spec.name}"] = payload_schema(spec)
+        levels = m.queues[spec.queue].priorities
+        schemas[f"submit.{spec.name}"] = submit_schema(spec, levels, has_schema)
+        schemas[f"legacy.{spec.name}"] = legacy_submit_schema(spec, has_schema)
+        variants.append(_ref(f"submit.{spec.name}"))
+        legacy.append(_ref(f"legacy.{spec.name}"))
+    # NOTE: oneOf may not be empty; with no functions every submission is a 404.
+    schemas["Submit"] = (
+        {"oneOf": variants} if variants else _obj({"function": {"type": "string"}}, ["function"])
+    )
+    schemas["LegacySubmit"] = (
+        {"oneOf": legacy} if legacy else _obj({"type": {"type": "string"}}, ["type"])
+    )
+    schemas["Batch"] = _obj(
+        {"tasks": {"type": "array", "items": _ref("Submit"), "minItems": 1,
+                   "maxItems": tasks.MAX_BATCH}}
+    )  # fmt: skip
+    return schemas
 
 
 class _Builder:
@@ -325,15 +474,15 @@ class _Builder:
         self.manifest = manifest
         self.secured = bool(manifest.api.tokens)
 
-    def operation(self, row: tuple[Any, ...], params: dict[str, Any]) -> dict[str, Any]:
+    def operation(self, row: tuple[Any, ...], parameters: dict[str, Any]) -> dict[str, Any]:
         method, path, summary, status, schema, scope, errors, names, body = row
         success: dict[str, Any] = {"description": summary}
         success["content"] = _OTHER_CONTENT.get(schema) or {JSON: {"schema": _ref(schema)}}
         if status in (201, 202) and schema != "Accepted":  # one task stored: its URL
-            success["headers"] = {"Location": {"schema": {"type": "string"}}}
+            success["headers"] = {"Location": {"required": True, "schema": {"type": "string"}}}
         codes = set(errors) | ({401, 403} if self.secured and scope else set())
-        if any(params[n]["in"] == "query" for n in names):
-            codes.add(400)  # a query parameter out of range
+        if any(parameters[n]["in"] in ("query", "header") for n in names):
+            codes.add(400)  # a query parameter or header out of range
         responses = {str(status): success}
         for code in sorted(codes):
             responses[str(code)] = {"$ref": f"#/components/responses/{code}"}
@@ -344,8 +493,10 @@ class _Builder:
             "tags": [tag],
             "responses": responses,
         }
+        if (method, path) in DEPRECATED:
+            out["deprecated"] = True
         if names:
-            out["parameters"] = [params[n] for n in names]
+            out["parameters"] = [parameters[n] for n in names]
         if body is not None:
             out["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(body)}}}
         if self.secured:
@@ -353,33 +504,16 @@ class _Builder:
         return out
 
     def build(self) -> dict[str, Any]:
-        params = _parameters(self.manifest)
+        parameters = _parameters(self.manifest)
         paths: dict[str, dict[str, Any]] = {}
         for row in OPERATIONS:
-            paths.setdefault(row[1], {})[row[0]] = self.operation(row, params)
+            paths.setdefault(row[1], {})[row[0]] = self.operation(row, parameters)
         return self.document(paths)
 
     def document(self, paths: dict[str, Any]) -> dict[str, Any]:
         m = self.manifest
         schemas = _fixed_schemas()
-        variants = []
-        for spec in m.functions.values():
-            has_schema = spec.schema is not None
-            if has_schema:
-                schemas[f"payload.{spec.name}"] = payload_schema(spec)
-            levels = m.queues[spec.queue].priorities
-            schemas[f"submit.{spec.name}"] = submit_schema(spec, levels, has_schema)
-            variants.append(_ref(f"submit.{spec.name}"))
-        # NOTE: oneOf may not be empty; with no functions every submission is a 404.
-        schemas["Submit"] = (
-            {"oneOf": variants}
-            if variants
-            else _obj({"function": {"type": "string"}}, ["function"])
-        )
-        schemas["Batch"] = _obj(
-            {"tasks": {"type": "array", "items": _ref("Submit"), "minItems": 1,
-                       "maxItems": tasks.MAX_BATCH}}
-        )  # fmt: skip
+        schemas.update(submission_schemas(m))
         components: dict[str, Any] = {"schemas": schemas, "responses": _responses()}
         doc: dict[str, Any] = {
             "openapi": "3.1.0",

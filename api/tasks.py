@@ -41,7 +41,7 @@ def submitted(task: NewTask, queue: str, state: str) -> dict[str, Any]:
 
 def with_idempotency_header(req: falcon.Request, body: dict[str, Any]) -> dict[str, Any]:
     """The Idempotency-Key header stands for the body's idempotency_key."""
-    header = req.get_header("Idempotency-Key")
+    header = params.header_text(req, "Idempotency-Key")
     if header is None:
         return body
     if body.get("idempotency_key") not in (None, header):
@@ -84,14 +84,11 @@ class Tasks:
         resp.text = media.dumps(answer)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        state = req.get_param("state")
-        if state is not None and state not in STATES:
-            raise ProblemError(400, f"query parameter 'state': expected one of {', '.join(STATES)}")
         limit = params.number(req, "limit", 100, 1, MAX_PAGE, integer=True)
         items, after = self.state.client.list_tasks(
-            queue=req.get_param("queue") or None,
-            function=req.get_param("function") or None,
-            state=state,
+            queue=params.text(req, "queue"),
+            function=params.function_name(req),
+            state=params.choice(req, "state", STATES),
             limit=limit,
             cursor=params.decode_cursor(req, 3),  # type: ignore[arg-type]
         )

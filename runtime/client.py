@@ -29,7 +29,7 @@ from dtqs.runtime.manifest import (
     load_manifest,
     resolve_config_path,
 )
-from dtqs.runtime.payload import Validators, encode_json
+from dtqs.runtime.payload import Validators, encode_json, encode_submitted, pointer
 from dtqs.runtime.redis.broker import Broker
 from dtqs.runtime.redis.scripts import NewTask, Stored
 from dtqs.runtime.task import TaskInfo, new_task_id, queue_of
@@ -89,6 +89,68 @@ def make_broker(
         connect_timeout_s=min(timeout, 1.0),
         deadline_s=timeout,
     )
+
+
+def _delay_ms(delay: Any) -> int:
+    """Milliseconds from seconds; -1 for no delay."""
+    if delay is None:
+        return -1
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not 0 <= delay <= MAX_DELAY_S
+    ):
+        raise PayloadValidationError(
+            f"delay: expected seconds from 0 to {MAX_DELAY_S}, got {delay!r}",
+            [Violation("/delay", f"expected a number of seconds from 0 to {MAX_DELAY_S}")],
+        )
+    return int(delay * 1000)
+
+
+def _headers_json(headers: Any) -> str:
+    """The headers as JSON text ("" for none): an object of strings."""
+    if headers is None:
+        return ""
+    if not isinstance(headers, Mapping):
+        raise PayloadValidationError(
+            "headers: expected an object of strings", [Violation("/headers", "expected an object")]
+        )
+    for key, value in headers.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            where = pointer("headers", (key,)) if isinstance(key, str) else "/headers"
+            raise PayloadValidationError(
+                f"headers: expected an object of strings, got {key!r}: {value!r}",
+                [Violation(where, "expected a string key and a string value")],
+            )
+    return encode_json(dict(headers), "headers") if headers else ""
+
+
+def _idempotency_key(key: Any) -> str:
+    """The key as stored ("" for none): 1 to MAX_IDEMPOTENCY_KEY characters of valid Unicode.
+
+    NOTE(requests): a lone surrogate ("\\ud800", which JSON text may carry) cannot be
+    encoded as UTF-8, so it would fail inside the Redis driver: a 500 from the API and a
+    bare UnicodeEncodeError from the client. It is refused here, before anything is sent.
+    """
+    if key is None:
+        return ""
+    if isinstance(key, str) and 0 < len(key) <= MAX_IDEMPOTENCY_KEY and is_unicode(key):
+        return key
+    expected = f"expected a string of 1..{MAX_IDEMPOTENCY_KEY} characters of valid Unicode"
+    raise PayloadValidationError(
+        f"idempotency_key: {expected}, got {key!r}", [Violation("/idempotency_key", expected)]
+    )
+
+
+def is_unicode(text: str) -> bool:
+    """True when `text` encodes as UTF-8 (it holds no lone surrogate)."""
+    if text.isascii():  # PERF(requests): the usual key, checked at C speed without a copy
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Client(Inspection):
@@ -223,36 +285,12 @@ class Client(Inspection):
                 f"(expected one of {', '.join(queue.priorities)})",
                 [Violation("/priority", f"expected one of {', '.join(queue.priorities)}")],
             )
-        payload_json = encode_json(payload, "payload")
+        payload_json = encode_submitted(payload, "payload")
         self.validate_payload(spec, payload)
         if delay is not None and run_at is not None:
-            raise PayloadValidationError("give delay or run_at, not both")
-        delay_ms = -1
-        if delay is not None:
-            if (
-                isinstance(delay, bool)
-                or not isinstance(delay, int | float)
-                or not 0 <= delay <= MAX_DELAY_S
-            ):
-                raise PayloadValidationError(
-                    f"delay: expected seconds from 0 to {MAX_DELAY_S}, got {delay!r}",
-                    [Violation("/delay", f"expected a number of seconds from 0 to {MAX_DELAY_S}")],
-                )
-            delay_ms = int(delay * 1000)
-        if headers is not None and not (
-            isinstance(headers, Mapping)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
-        ):
             raise PayloadValidationError(
-                "headers: expected an object of strings",
-                [Violation("/headers", "expected strings")],
-            )
-        if idempotency_key is not None and not (
-            isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY
-        ):
-            raise PayloadValidationError(
-                f"idempotency_key: expected a string of 1..{MAX_IDEMPOTENCY_KEY} characters",
-                [Violation("/idempotency_key", "expected a non-empty string")],
+                "give delay or run_at, not both",
+                [Violation("/run_at", "not allowed together with delay")],
             )
         return queue, NewTask(
             id=task_id or new_task_id(queue.name),
@@ -260,10 +298,10 @@ class Client(Inspection):
             priority=level_name,
             level=queue.level(level_name),
             payload_json=payload_json,
-            headers_json=encode_json(dict(headers), "headers") if headers else "",
-            delay_ms=delay_ms,
+            headers_json=_headers_json(headers),
+            delay_ms=_delay_ms(delay),
             run_at_ms=_to_epoch_ms(run_at) if run_at is not None else -1,
-            idempotency_key=idempotency_key or "",
+            idempotency_key=_idempotency_key(idempotency_key),
             idempotency_ttl_ms=int(spec.idempotency_ttl_s * 1000),
             result_ttl_ms=int(spec.result_ttl_s * 1000),
         )

@@ -76,6 +76,7 @@ ROUTES = {
     "/v1/tasks": {"post", "get"},
     "/v1/tasks/batch": {"post"},
     "/v1/tasks/{task_id}": {"get", "delete"},
+    "/v1/tasks/{task_id}/cancel": {"post"},
     "/v1/queues": {"get"},
     "/v1/queues/{name}": {"get"},
     "/v1/queues/{name}/pause": {"post"},
@@ -160,7 +161,7 @@ def test_each_payload_schema_is_embedded_and_its_refs_resolve(make):
     assert embedded["$defs"] == SIGNUP["$defs"]
     assert {"$ref": "#/components/schemas/submit.signup"} in schemas["Submit"]["oneOf"]
     signup = schemas["submit.signup"]
-    assert signup["properties"]["priority"] == {"enum": ["urgent", "bulk"], "default": "bulk"}
+    assert signup["properties"]["priority"] == {"enum": ["urgent", "bulk", None], "default": "bulk"}
     assert signup["additionalProperties"] is False
     assert schemas["submit.echo"]["properties"]["payload"] == {}
 
@@ -268,3 +269,74 @@ def test_real_answers_match_the_documented_schemas(make, redis_url, r):
     check("POST", f"/v1/dead-letters/{dead}/replay", "/v1/dead-letters/{task_id}/replay")
     check("DELETE", f"/v1/tasks/{dead}", "/v1/tasks/{task_id}")
     check("DELETE", f"/v1/tasks/{done}", "/v1/tasks/{task_id}", 409)
+
+
+def test_submissions_are_described_as_the_api_takes_them(make):
+    """What the API refuses, the document refuses, and the reverse (issue 12, section 4)."""
+    api, _, _ = make()
+    doc = api.simulate_get("/openapi.json").json
+    submit, legacy = validator(doc, "Submit"), validator(doc, "LegacySubmit")
+    at = "2099-01-01T00:00:00Z"
+    cases = [
+        (True, {"function": "echo", "delay": None, "run_at": at, "priority": None}),
+        (True, {"function": "echo", "run_at": 4102444800, "idempotency_key": None}),
+        (True, {"function": "echo", "headers": None, "payload": None}),
+        (False, {"function": "echo", "delay": 1, "run_at": at}),
+        (False, {"function": "echo", "delay": 10 * 365 * 86400 + 1}),
+        (False, {"function": "echo", "idempotency_key": ""}),
+        # signup's schema refuses null, and a payload left out is null
+        (False, {"function": "signup"}),
+    ]
+    for ok, body in cases:
+        assert submit.is_valid(body) is ok, body
+        resp = api.simulate_post("/v1/tasks", json=body)
+        assert resp.status_code == (202 if ok else 422), (body, resp.text)
+    for ok, body in [
+        (True, {"type": "echo", "priority": 3, "anything": "ignored"}),
+        (False, {"type": "echo", "priority": 4}),
+        (False, {"type": "echo", "priority": True}),
+        (False, {"type": "signup"}),
+    ]:
+        assert legacy.is_valid(body) is ok, body
+        assert api.simulate_post("/tasks", json=body).status_code == (201 if ok else 422), body
+
+
+def test_parameters_and_errors_are_described_as_the_api_answers(make):
+    api, _, _ = make()
+    doc = api.simulate_get("/openapi.json").json
+    paths = doc["paths"]
+    listing = {p["name"]: p["schema"] for p in paths["/v1/tasks"]["get"]["parameters"]}
+    assert listing["cursor"]["pattern"] == "^[A-Za-z0-9_-]+$"
+    assert listing["function"]["pattern"] == "^[a-z][a-z0-9_]*$"
+    assert listing["queue"] == {"enum": ["default", "mail"]}
+    for path, item in paths.items():
+        for method, op in item.items():
+            kinds = {p["in"] for p in op.get("parameters", [])}
+            if "requestBody" in op or kinds & {"query", "header"}:
+                assert "400" in op["responses"], (method, path)
+    read = paths["/v1/tasks/{task_id}"]["get"]["responses"]
+    assert read["429"] == {"$ref": "#/components/responses/429"}
+    responses = doc["components"]["responses"]
+    for status in ("429", "503"):
+        assert responses[status]["headers"]["Retry-After"]["required"] is True
+    assert paths["/v1/tasks/{task_id}"]["delete"]["deprecated"] is True
+    assert "deprecated" not in paths["/v1/tasks/{task_id}/cancel"]["post"]
+    assert "503" in paths["/v1/schedules"]["get"]["responses"]
+    # A query parameter's 400 names it, as the Violation schema says.
+    problem = api.simulate_get("/v1/tasks", query_string="queue=")
+    assert problem.status_code == 400
+    assert validator(doc, "Problem").is_valid(problem.json)
+    assert problem.json["errors"] == [
+        {"parameter": "queue", "detail": problem.json["errors"][0]["detail"]}
+    ]
+
+
+def test_a_schema_with_a_ref_outside_its_file_still_gets_a_document(project, redis_url):
+    """The document never fetches a $ref (here a port nothing serves) to describe it."""
+    files = {**FILES, "schemas/invoice.json": '{"$ref": "http://127.0.0.1:9/nope.json"}'}
+    p = project(MANIFEST.format(more=MORE, api=""), files)
+    with Client(manifest=p.manifest(), broker=Broker(redis_url)) as client:
+        api = testing.TestClient(create_app(ApiState(client)))
+        resp = api.simulate_get("/openapi.json")
+    assert resp.status_code == 200, resp.text
+    assert resp.json["components"]["schemas"]["submit.invoice"]["required"] == ["function"]

@@ -226,6 +226,7 @@ OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/health"}
 #: schedule and worker route, and cancelling a task.
 ADMIN_PREFIXES = ("/v1/queues", "/v1/dead-letters", "/v1/functions", "/v1/schedules",
                   "/v1/workers")  # fmt: skip
+CANCEL = {("POST", "/v1/tasks/{task_id}/cancel"), ("DELETE", "/v1/tasks/{task_id}")}
 
 
 def every_route(config: Path, url: str) -> list[tuple[str, str]]:
@@ -258,9 +259,7 @@ def test_admin_routes_refuse_without_an_admin_token(stack, fault_report):
     for method, template in routes:
         path = re.sub(r"{(\w+)}", lambda m: values.get(m.group(1), "x"), template)
         body = {} if method in ("POST", "PUT", "PATCH") else None
-        is_admin = template.startswith(ADMIN_PREFIXES) or (
-            method == "DELETE" and template == "/v1/tasks/{task_id}"
-        )
+        is_admin = template.startswith(ADMIN_PREFIXES) or (method, template) in CANCEL
         label = f"{method} {template}"
         if template in OPEN:
             continue
@@ -283,6 +282,6 @@ def test_admin_routes_refuse_without_an_admin_token(stack, fault_report):
         admin_replay=replay,
     )  # fmt: skip
     assert not answered, answered
-    assert len(refused["submit"]) >= 12  # every admin route, DELETE of a task included
+    assert len(refused["submit"]) >= 13  # every admin route, cancelling a task included
     assert still_dead and in_set
     assert replay in (200, 202)
