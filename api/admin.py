@@ -262,7 +262,7 @@ class Workers(_Admin):
         resp.text = media.dumps({"workers": self.state.client.workers()})
 
 
-def add_routes(app: falcon.App, state: ApiState) -> None:
+def add_routes(app: falcon.App[Any, Any], state: ApiState) -> None:
     app.add_route("/v1/queues", Queues(state))
     app.add_route("/v1/queues/{name}", Queue(state))
     app.add_route("/v1/queues/{name}/pause", QueuePause(state, True))

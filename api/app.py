@@ -56,12 +56,13 @@ class RequestId:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool
     ) -> None:
-        resp.set_header("X-Request-ID", req.context.get("request_id", "-"))
+        resp.set_header("X-Request-ID", str(req.context.get("request_id", "-")))
 
 
-def create_app(state: ApiState) -> falcon.App:
+def create_app(state: ApiState) -> falcon.App[falcon.Request, falcon.Response]:
+    middleware: list[Any] = [RequestId(), metrics.RequestMetrics(), Auth(state)]
     app = falcon.App(
-        middleware=[RequestId(), metrics.RequestMetrics(), Auth(state)],
+        middleware=middleware,
         cors_enable=False,
     )
     app.req_options.media_handlers = media.handlers()
@@ -97,7 +98,7 @@ def manifest_reloader(state: ApiState) -> ManifestReloader:
     return ManifestReloader(state.manifest.path, apply, name="api", on_failure=failed)
 
 
-def get_app() -> falcon.App:
+def get_app() -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI callable, configured from the environment like the CLI."""
     manifest = load_manifest(resolve_config_path(None))
     return create_app(ApiState(api_client(manifest)))

@@ -123,7 +123,7 @@ class LegacyHealth:
         resp.text = media.dumps({"status": "ok"})
 
 
-def add_routes(app: falcon.App, state: ApiState) -> None:
+def add_routes(app: falcon.App[Any, Any], state: ApiState) -> None:
     app.add_route("/tasks", LegacyTasks(state))
     app.add_route("/tasks/{task_id}", LegacyTask(state))
     app.add_route("/health", LegacyHealth())

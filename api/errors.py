@@ -128,7 +128,7 @@ _DEFAULT_DETAIL = {
 }
 
 
-def install(app: falcon.App) -> None:
+def install(app: falcon.App[Any, Any]) -> None:
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(DtqsError, handle_dtqs)
     app.set_error_serializer(serialize)

@@ -31,7 +31,7 @@ import socket
 import time
 from typing import Any
 
-import waitress
+from waitress import server as waitress_server
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
@@ -63,7 +63,7 @@ def create_server(app: Any, *, max_body_bytes: int, **adjustments: Any) -> Any:
     """
     sockets: dict[int, Any] = {}
     try:
-        server = waitress.create_server(
+        server = waitress_server.create_server(
             app,
             map=sockets,
             # NOTE: waitress refuses a body of exactly max_request_body_size; ours is allowed.
@@ -81,7 +81,7 @@ def create_server(app: Any, *, max_body_bytes: int, **adjustments: Any) -> Any:
     return server
 
 
-class GuardedParser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no types
+class GuardedParser(HTTPRequestParser):
     """Waitress's request parser, refusing ambiguous framing and bare LF line endings."""
 
     #: Bytes after a refused request's headers, dropped in the read that refused it.
@@ -140,15 +140,16 @@ def has_bare_lf(head: bytes, new: int) -> bool:
     return head.count(b"\n") != head.count(b"\r\n")
 
 
-class ProblemErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no types
+class ProblemErrorTask(ErrorTask):
     """Waitress's error answer, written as application/problem+json."""
 
     def execute(self) -> None:
-        error = self.request.error
+        request: Any = self.request  # NOTE: types-waitress does not declare its error
+        error = request.error
         status = int(error.code)
         body = dumps(problem(status, self.detail(error))).encode()
         self.status = f"{status} {TITLES.get(status, error.reason)}"
-        self.response_headers.append(("Content-Type", PROBLEM))
+        self.response_headers = [*self.response_headers, ("Content-Type", PROBLEM)]
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
@@ -165,7 +166,7 @@ class ProblemErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no type
         return str(error.body)
 
 
-class GuardedChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no types
+class GuardedChannel(HTTPChannel):
     """One connection: waitress's, plus a lingering close after an error answer."""
 
     parser_class = GuardedParser
@@ -180,6 +181,7 @@ class GuardedChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no type
 
     def service(self) -> None:
         request = self.requests[0]
+        assert isinstance(request, GuardedParser)  # parser_class
         if request.error is not None:
             self.linger_left = request.body_to_come()
             self.linger_armed = True  # before close_when_flushed: handle_write reads both
@@ -211,6 +213,7 @@ class GuardedChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no type
             self.handle_close()
             return
         try:
+            assert self.socket is not None  # connected
             self.socket.shutdown(socket.SHUT_WR)
         except OSError:
             self.handle_close()

@@ -162,7 +162,7 @@ class Task:
         resp.text = media.dumps(self.state.client.cancel_task(task_id).to_dict())
 
 
-def add_routes(app: falcon.App, state: ApiState) -> None:
+def add_routes(app: falcon.App[Any, Any], state: ApiState) -> None:
     app.add_route("/v1/tasks", Tasks(state))
     app.add_route("/v1/tasks/batch", Batch(state))
     app.add_route("/v1/tasks/{task_id}", Task(state))

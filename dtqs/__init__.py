@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dtqs.runtime.client import Client, TaskInfo
+    from dtqs.runtime.client import Client
     from dtqs.runtime.errors import DtqsError
+    from dtqs.runtime.task import TaskInfo
 
 __all__ = ["Client", "DtqsError", "TaskInfo"]
 

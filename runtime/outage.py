@@ -38,7 +38,7 @@ class Outage:
 
     def failed(self, reason: str) -> None:
         """A call failed because the backend is away; logs only the first failure."""
-        if self.down_since is not None:
+        if self.down:
             return
         with self._lock:
             if self.down_since is not None:
@@ -49,7 +49,7 @@ class Outage:
 
     def ok(self) -> None:
         """A call succeeded; logs the end of an outage once."""
-        if self.down_since is None:  # PERF: the common case, no lock
+        if not self.down:  # PERF: the common case, no lock
             return
         with self._lock:
             if self.down_since is None:

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import traceback as tb_mod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -126,7 +126,7 @@ class Worker:
         self.started_at = datetime.now(UTC)
         self.tasks_done = 0  #: outcomes recorded
         self.tasks_run = 0  #: handlers that returned (max_tasks_per_child counts these)
-        self._handlers: dict[str, Callable[..., Any]] = {}
+        self._handlers: dict[str, handlers.Handler] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_trouble = 0.0
         self._parked_warned: dict[str, float] = {}  #: unknown function -> last warning
@@ -174,14 +174,15 @@ class Worker:
         """Send `async def` tasks to the event loop in one call; return the others, for
         slot threads (an unknown function or a handler that fails to import among them:
         its slot thread reports that as the outcome)."""
-        on_loop, plain = [], []
+        on_loop: list[tuple[Running, FunctionSpec, handlers.Handler]] = []
+        plain: list[Running] = []
         for entry in entries:
             spec = self.manifest.functions.get(entry.leased.function)
             try:
                 found = self.handler_for(spec) if spec is not None else None
             except DtqsError:
                 found = None  # the slot thread reports the import error as the outcome
-            if found is not None and found.is_async:
+            if spec is not None and found is not None and found.is_async:
                 on_loop.append((entry, spec, found))
             else:
                 plain.append(entry)

@@ -140,17 +140,16 @@ class Translated:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         outage = self._broker.outage
         if exc is None:
             outage.ok()
-            return False
+            return
         error = exc if isinstance(exc, DtqsError) else translate(exc, self._broker.url)
         if isinstance(error, BrokerUnavailableError) and error.outage:
             outage.failed(error.message)
-        if error is None or error is exc:
-            return False
-        raise error from exc
+        if error is not None and error is not exc:
+            raise error from exc
 
 
 class Broker:

@@ -219,7 +219,7 @@ def _sentinel(target: Target, common: dict[str, Any], pool: dict[str, Any]) -> r
         password=target.options.get("sentinel_password") or None,
     )
     sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_kwargs)
-    return sentinel.master_for(
+    client: redis.Redis = sentinel.master_for(
         target.service,
         connection_pool_class=_SentinelBlockingPool,
         db=target.db,
@@ -229,6 +229,7 @@ def _sentinel(target: Target, common: dict[str, Any], pool: dict[str, Any]) -> r
         **common,
         **pool,
     )
+    return client
 
 
 #: How an authentication failure reads in errors (the cause follows).
