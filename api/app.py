@@ -18,7 +18,7 @@ import falcon
 
 from dtqs.api import admin, compat, errors, health, media, metrics, openapi, tasks
 from dtqs.api.auth import Auth
-from dtqs.runtime.client import Client
+from dtqs.runtime.client import Client, make_broker
 from dtqs.runtime.manifest import Manifest, load_manifest, resolve_config_path
 from dtqs.runtime.reloader import ManifestReloader
 
@@ -77,9 +77,12 @@ def create_app(state: ApiState) -> falcon.App[falcon.Request, falcon.Response]:
     return app
 
 
-def api_client(manifest: Manifest, redis_url: str | None = None) -> Client:
-    """A client whose Redis calls give up within the API's deadline (then a 503)."""
-    return Client(redis_url, manifest=manifest, timeout_s=manifest.api.redis_timeout_s)
+def api_client(manifest: Manifest, redis_url: str | None = None, threads: int = 8) -> Client:
+    """A client whose Redis calls give up within the API's deadline (then a 503), with
+    a connection for each of the server's `threads`, the long-polls' and the waiter's."""
+    connections = threads + manifest.api.max_long_polls + 8
+    broker = make_broker(manifest, redis_url, manifest.api.redis_timeout_s, connections)
+    return Client(manifest=manifest, broker=broker)
 
 
 def manifest_reloader(state: ApiState) -> ManifestReloader:

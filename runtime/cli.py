@@ -232,7 +232,7 @@ def api(
     logs.setup("api", log_level)
     manifest = load(config)
     check_exposure(manifest, host, insecure)
-    state = ApiState(api_client(manifest, redis_url))
+    state = ApiState(api_client(manifest, redis_url, threads))
     reloader = manifest_reloader(state) if reload else None
     if reloader is not None:
         reloader.start()

@@ -30,7 +30,7 @@ from dtqs.runtime.manifest import (
     resolve_config_path,
 )
 from dtqs.runtime.payload import Validators, encode_json, encode_submitted, pointer
-from dtqs.runtime.redis.broker import Broker
+from dtqs.runtime.redis.broker import DEFAULT_MAX_CONNECTIONS, Broker
 from dtqs.runtime.redis.scripts import NewTask, Stored
 from dtqs.runtime.task import TaskInfo, new_task_id, queue_of
 from dtqs.runtime.waiting import TaskWaiter
@@ -71,7 +71,10 @@ def _to_epoch_ms(run_at: Any) -> int:
 
 
 def make_broker(
-    manifest: Manifest, redis_url: str | None = None, timeout_s: float | None = None
+    manifest: Manifest,
+    redis_url: str | None = None,
+    timeout_s: float | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> Broker:
     """A broker whose calls give up within `timeout_s` (default: the manifest's
     ``api.redis_timeout``), and whose submissions that reach Redis later store nothing.
@@ -88,6 +91,7 @@ def make_broker(
         socket_timeout_s=timeout,
         connect_timeout_s=min(timeout, 1.0),
         deadline_s=timeout,
+        max_connections=max_connections,
     )
 
 

@@ -74,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         manifest = load_manifest(args.config)
-        broker = Broker(settings.redis_url(manifest, args.redis_url), manifest.prefix)
         queues = [q for q in args.queues.split(",") if q]
+        # NOTE: a connection per slot (a handler's ctx.progress), plus the fetchers,
+        # acknowledgers, heartbeat and sweep: nobody waits for a pooled connection.
+        slots = sum(args.concurrency or q.concurrency for q in manifest.queues.values()
+                    if not queues or q.name in queues)  # fmt: skip
+        url = settings.redis_url(manifest, args.redis_url)
+        broker = Broker(url, manifest.prefix, max_connections=slots + 16)
         worker = Worker(manifest, broker, queues, args.concurrency)
     except DtqsError as exc:
         log.error("%s", exc)

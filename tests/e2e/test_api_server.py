@@ -125,3 +125,39 @@ def test_a_busy_port_is_one_line_and_exit_4(procs, project, redis_url):
         f"dtqs: error: cannot listen on 127.0.0.1:{port}: address already in use (another "
         "process holds it); stop it or choose another --port"
     ]
+
+
+def test_an_api_with_many_threads_never_runs_out_of_connections(
+    procs, project, redis_url, r, wait_for, unused_port
+):
+    """Before: redis-py's pool failed at once past 100 connections, so `--threads 150`
+    answered 503 "Redis is unreachable … Too many connections" under load."""
+    import threading
+
+    p = project(MANIFEST, {"functions/ledger.py": LEDGER})
+    port = unused_port
+    procs.spawn(["api", "--port", str(port), "--threads", "150", "--log-level", "warning"],
+                p.root, procs.env(redis_url))  # fmt: skip
+    wait_for(lambda: _answers(port), 15, "the API to answer")
+    body = json.dumps({"function": "work", "payload": {"n": 1}}).encode()
+    statuses: list[int] = []
+    barrier = threading.Barrier(150)
+
+    def submit() -> None:
+        barrier.wait()
+        headers = {"Content-Type": "application/json"}
+        statuses.append(request(port, "POST", "/v1/tasks", body, headers)[0])
+
+    threads = [threading.Thread(target=submit) for _ in range(150)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert statuses == [202] * 150
+
+
+def _answers(port: int) -> bool:
+    try:
+        return request(port, "GET", "/healthz")[0] == 200
+    except OSError:
+        return False
