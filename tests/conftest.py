@@ -413,6 +413,15 @@ def ledger_project(project: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @pytest.fixture
+def client(project: Callable[..., Project], redis_url: str, r: redis.Redis) -> Iterator[Client]:
+    """A Client of the default test project (MANIFEST) on the test Redis, flushed around
+    the test; modules with a manifest of their own define their own `client`."""
+    c = Client(redis_url=redis_url, manifest=project().manifest())
+    yield c
+    c.close()
+
+
+@pytest.fixture
 def client_for(redis_url: str) -> Iterator[Callable[[Any], Client]]:
     """client_for(project) -> a Client on the test Redis; closed when the test ends."""
     made: list[Client] = []

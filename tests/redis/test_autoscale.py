@@ -7,19 +7,11 @@ import json
 
 import pytest
 
-from dtqs.runtime.client import Client
 from dtqs.runtime.emf import EmfEmitter
 from dtqs.runtime.redis.scripts import EndPolicy
 from dtqs.runtime.stats import queue_stats
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def client(project, redis_url, r):
-    c = Client(redis_url=redis_url, manifest=project().manifest())
-    yield c
-    c.close()
 
 
 def test_a_read_takes_a_rate_sample_and_rates_follow_arrivals(client, r):

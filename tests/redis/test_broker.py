@@ -11,13 +11,6 @@ from dtqs.runtime.redis.scripts import EndPolicy, Outcome
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-def client(project, redis_url, r):
-    c = Client(redis_url=redis_url, manifest=project().manifest())
-    yield c
-    c.close()
-
-
 def park(client: Client) -> str:
     """A task parked as a worker parks one whose function it does not know."""
     task_id = client.submit("echo", 1)

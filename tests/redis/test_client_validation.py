@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from dtqs.runtime.client import Client
 from dtqs.runtime.errors import DtqsError, PayloadValidationError
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def client(project, redis_url, r):
-    c = Client(redis_url=redis_url, manifest=project().manifest())
-    yield c
-    c.close()
 
 
 def refused(call, *args, **kwargs) -> list[str]:

@@ -15,13 +15,6 @@ from dtqs.runtime.redis.scripts import EndPolicy, Outcome
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-def client(project, redis_url, r):
-    c = Client(redis_url=redis_url, manifest=project().manifest())
-    yield c
-    c.close()
-
-
 def qk(client, queue="default"):
     return client.broker.qkeys(queue, len(client.manifest.queues[queue].priorities))
 

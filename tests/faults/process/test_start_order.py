@@ -17,6 +17,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -104,6 +105,38 @@ def during_outage(s: Stack, port: int) -> dict[str, object]:
     }
 
 
+def bring_redis_up_and_check(
+    s: Stack, port: int, started: list[Any], workers: int, label: str, title: str,
+    fault_report: Any, invariants: Any,
+) -> None:  # fmt: skip
+    """The second half of scenario 30: what the API says while Redis is away, Redis up
+    about 5 s after the start, then every part serving within SERVING_WITHIN_S, one
+    outage line per process, no process gone."""
+    outage = during_outage(s, port)
+    time.sleep(3.0)
+    s.node.restart()
+    back_wall = time.time()
+    serving, task_id = watch_serving(s, port, back_wall, workers=workers)
+    s.wait_done([task_id], 20)
+    time.sleep(1.5)  # a few more beats and ticks: the log must stay quiet
+    outputs = [s.procs.output(p) for p in started]
+    lines = outage_lines(*outputs)
+    problems = invariants(s.node.client())
+    fault_report(label, title, accepted=1, lost=0 if s.ledger.dones(task_id) else 1, dup=None,
+                 recover_s=serving.worst(), **vars(serving), **outage,
+                 outage_lines_per_process=dict(lines),
+                 invariant_violations=len(problems))  # fmt: skip
+    assert outage["submit_statuses"] == [503] and outage["readyz"] == 503
+    assert outage["healthz"] == 200
+    assert serving.worst() <= SERVING_WITHIN_S, serving
+    # One line per process for the outage (API, each worker process, the scheduler),
+    # not one per retry: before, the worker said nothing and never served.
+    assert len(lines) == workers + 2 and set(lines.values()) == {1}, lines
+    assert all("Traceback" not in text for text in outputs)
+    assert all(p.poll() is None for p in started)
+    assert problems == []
+
+
 def test_30a_redis_absent_at_start_worker_api_scheduler(stack, fault_report, invariants):
     s = stack()
     s.project.write("dtqs.yaml", manifest())
@@ -113,30 +146,9 @@ def test_30a_redis_absent_at_start_worker_api_scheduler(stack, fault_report, inv
     sched = s.procs.spawn(["scheduler", "--log-level", "info"], s.root, s.env())
     s.wait_for(lambda: len(s.procs.workers(sup)) == 2, 20, "2 worker processes")
     time.sleep(2.0)
-    outage = during_outage(s, port)
-    time.sleep(max(0.0, 3.0))  # Redis up about 5 s after the start
-    s.node.restart()
-    back_wall = time.time()
-    serving, task_id = watch_serving(s, port, back_wall, workers=2)
-    s.wait_done([task_id], 20)
-    time.sleep(1.5)  # a few more beats and ticks: the log must stay quiet
-    outputs = [s.procs.output(p) for p in (s.api_proc, sup, sched)]
-    lines = outage_lines(*outputs)
-    problems = invariants(s.node.client())
-    fault_report("30a", "Redis absent at start, up 5 s later: worker, API, scheduler",
-                 accepted=1, lost=0 if s.ledger.dones(task_id) else 1, dup=None,
-                 recover_s=serving.worst(), **vars(serving), **outage,
-                 outage_lines_per_process=dict(lines),
-                 invariant_violations=len(problems))  # fmt: skip
-    assert outage["submit_statuses"] == [503] and outage["readyz"] == 503
-    assert outage["healthz"] == 200
-    assert serving.worst() <= SERVING_WITHIN_S, serving
-    # One line per process for the outage (4 processes: API, 2 workers, scheduler),
-    # not one per retry: the worker used to say nothing and never serve.
-    assert len(lines) == 4 and set(lines.values()) == {1}, lines
-    assert all("Traceback" not in text for text in outputs)
-    assert sup.poll() is None and sched.poll() is None and s.api_proc.poll() is None
-    assert problems == []
+    bring_redis_up_and_check(s, port, [s.api_proc, sup, sched], 2, "30a",
+                             "Redis absent at start, up 5 s later: worker, API, scheduler",
+                             fault_report, invariants)  # fmt: skip
 
 
 def test_30b_redis_absent_at_start_dtqs_run(stack, fault_report, invariants):
@@ -148,26 +160,9 @@ def test_30b_redis_absent_at_start_dtqs_run(stack, fault_report, invariants):
     s.wait_for(lambda: request(port, "GET", "/healthz", timeout_s=2).status == 200, 30,
                "the API of dtqs run")  # fmt: skip
     s.api_port = port
-    outage = during_outage(s, port)
-    time.sleep(3.0)
-    s.node.restart()
-    back_wall = time.time()
-    serving, task_id = watch_serving(s, port, back_wall, workers=1)
-    s.wait_done([task_id], 20)
-    time.sleep(1.5)
-    output = s.procs.output(run)
-    lines = outage_lines(output)
-    problems = invariants(s.node.client())
-    fault_report("30b", "Redis absent at start, up 5 s later: dtqs run (external URL)",
-                 accepted=1, lost=0 if s.ledger.dones(task_id) else 1, dup=None,
-                 recover_s=serving.worst(), **vars(serving), **outage,
-                 outage_lines_per_process=dict(lines),
-                 invariant_violations=len(problems))  # fmt: skip
-    assert outage["submit_statuses"] == [503] and outage["readyz"] == 503
-    assert serving.worst() <= SERVING_WITHIN_S, serving
-    assert set(lines.values()) == {1} and len(lines) == 3, lines  # API, worker, scheduler
-    assert "Traceback" not in output and run.poll() is None
-    assert problems == []
+    bring_redis_up_and_check(s, port, [run], 1, "30b",
+                             "Redis absent at start, up 5 s later: dtqs run (external URL)",
+                             fault_report, invariants)  # fmt: skip
 
 
 def test_31_redis_gone_30s_under_dtqs_run(stack, fault_report, invariants):
