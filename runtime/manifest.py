@@ -34,6 +34,8 @@ DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = "normal"
 #: Handler files must live under this folder of the project.
 FUNCTIONS_DIR = "functions"
+#: Largest manifest read (bytes): a bigger file is refused before it is parsed.
+MAX_MANIFEST_BYTES = 2**20
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -208,10 +210,17 @@ def load_manifest(
     file_path = resolve_config_path(path, environ=environ)
     file = display_path(file_path)
     try:
-        text = file_path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError([Problem(file, None, "", f"cannot read: {exc}")]) from None
-    doc = load_yaml(text, file=file, environ=os.environ if environ is None else environ)
+        return _load(file_path, file, os.environ if environ is None else environ)
+    except (RecursionError, MemoryError) as exc:
+        # NOTE(manifest): the files are the user's input, and a hostile one must be an
+        # ordinary problem (exit 2, a failed reload), never a traceback or a dead API.
+        message = f"nested too deeply or too large to load ({type(exc).__name__})"
+        raise ManifestError([Problem(file, None, "", message)]) from None
+
+
+def _load(file_path: Path, file: str, environ: Mapping[str, str]) -> Manifest:
+    text = _read_manifest(file_path, file)
+    doc = load_yaml(text, file=file, environ=environ)
     if doc.problems and doc.data is None:
         raise ManifestError(doc.problems)
     if not isinstance(doc.data, dict):
@@ -225,6 +234,22 @@ def load_manifest(
         order = sorted(doc.problems, key=lambda p: (p.file != file, p.file, p.line or 0, p.path))
         raise ManifestError(order)
     return manifest
+
+
+def _read_manifest(file_path: Path, file: str) -> str:
+    """The manifest's text, refused unread when it is over MAX_MANIFEST_BYTES."""
+    try:
+        with file_path.open("rb") as stream:
+            data = stream.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
+            limit = f"{MAX_MANIFEST_BYTES // 2**20} MiB"
+            message = (
+                f"larger than {limit}; a manifest may be at most {limit} (is it the right file?)"
+            )
+            raise ManifestError([Problem(file, None, "", message)])
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError([Problem(file, None, "", f"cannot read: {exc}")]) from None
 
 
 def _schema_error(schema: Any) -> str | None:
