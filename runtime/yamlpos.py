@@ -74,19 +74,19 @@ class _Loader(yaml.SafeLoader):
         self._merged = 0  # pairs copied by `<<` so far, in the whole document
         self._flattening: set[int] = set()  # mappings whose merges are being resolved
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        event = self.peek_event()
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
         line = event.start_mark.line + 1
         if isinstance(event, yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 raise LimitError(f"more than {MAX_ALIASES:,} aliases (*name) in one file", line)
-            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
         if self._depth >= MAX_DEPTH:
             raise LimitError(f"nested deeper than {MAX_DEPTH} levels", line)
         self._depth += 1
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
@@ -128,6 +128,11 @@ class _Loader(yaml.SafeLoader):
         return list(source.value)
 
 
+def _kind(node: yaml.Node) -> str:
+    """ "scalar", "sequence" or "mapping", as PyYAML's own messages say."""
+    return str(getattr(node, "id", "node"))
+
+
 def _merge_sources(node: yaml.MappingNode, value: yaml.Node) -> list[yaml.MappingNode]:
     """The mappings a `<<` merges, in the order their pairs are copied (last wins)."""
     if isinstance(value, yaml.MappingNode):
@@ -137,12 +142,12 @@ def _merge_sources(node: yaml.MappingNode, value: yaml.Node) -> list[yaml.Mappin
             if not isinstance(item, yaml.MappingNode):
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping", node.start_mark,
-                    f"expected a mapping for merging, but found {item.id}", item.start_mark,
+                    f"expected a mapping for merging, but found {_kind(item)}", item.start_mark,
                 )  # fmt: skip
         return list(reversed(value.value))
     raise yaml.constructor.ConstructorError(
         "while constructing a mapping", node.start_mark,
-        f"expected a mapping or list of mappings for merging, but found {value.id}",
+        f"expected a mapping or list of mappings for merging, but found {_kind(value)}",
         value.start_mark,
     )  # fmt: skip
 
