@@ -129,7 +129,7 @@ class _Loader(yaml.SafeLoader):
 
 
 def _kind(node: yaml.Node) -> str:
-    """ "scalar", "sequence" or "mapping", as PyYAML's own messages say."""
+    """The node's kind as PyYAML's own messages name it: scalar, sequence or mapping."""
     return str(getattr(node, "id", "node"))
 
 
