@@ -339,13 +339,16 @@ class PoolReloader:
     def _finish(self, passed: bool, output: str) -> None:
         with self._lock:
             what, self._what = self._what, set()
+        error: Exception | None = None
         if passed:
             try:
                 self.apply()
-            except DtqsError as exc:
+            except DtqsError as exc:  # e.g. the files changed again since validation
                 passed, output = False, str(exc)
+            except Exception as exc:  # NOTE(manifest): never take the supervisor down
+                passed, output, error = False, f"unexpected error while reloading: {exc!r}", exc
         if not passed:
-            self.errors.failed(output or "validation failed without a message")
+            self.errors.failed(output or "validation failed without a message", exc_info=error)
             return
         self.errors.succeeded()
         log.info("workers: reloaded after changes to %s", describe(what, self.config.parent))

@@ -335,3 +335,26 @@ def test_api_reload_of_hostile_manifests_keeps_the_last_good_one(project, unused
     assert reloader.reload()
     assert "shout" in state.manifest.functions and state.reload_error is None
     nowhere.close()
+
+
+def test_pool_reloader_survives_any_failure_to_apply(
+    project, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = project()
+    calls: list[int] = []
+
+    def apply() -> None:
+        calls.append(1)
+        raise OSError("fork failed")
+
+    reloader = PoolReloader(p.config, apply)
+    caplog.set_level(logging.INFO, "dtqs.reload")
+    try:
+        for _ in range(2):
+            reloader._changed({str(p.config)})
+            drive(reloader)  # the supervisor's loop goes on
+        assert calls == [1, 1]
+        [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "OSError('fork failed')" in logged.getMessage() and logged.exc_info
+    finally:
+        reloader.stop()
