@@ -42,6 +42,8 @@ _SAME_PLACE = frozenset({
 _REFS = ("$ref", "$dynamicRef", "$recursiveRef")
 #: Problems reported per file; a hostile file could otherwise list thousands.
 MAX_REPORTED = 10
+#: Steps of a loop shown in its message (the first and last halves).
+_ROUTE_SHOWN = 8
 
 _Edge = tuple[int, str | None]  #: (target node, pointer of the $ref taking it there, if any)
 
@@ -184,7 +186,10 @@ class SchemaGraph:
         at = closing[1] or next(r for r in refs if r is not None)
         if any(p == at for p, _ in self.problems):
             return
-        route = " -> ".join(fragment(self.nodes[n].pointer) for n in [*cycle, closing[0]])
+        steps = [fragment(self.nodes[n].pointer) for n in [*cycle, closing[0]]]
+        if len(steps) > _ROUTE_SHOWN:  # a hostile loop may run through thousands
+            steps = [*steps[: _ROUTE_SHOWN // 2], "...", *steps[-(_ROUTE_SHOWN // 2) :]]
+        route = " -> ".join(steps)
         keyword = at.rpartition("/")[2]
         message = (
             f"{keyword} at {at} loops back without descending into the payload ({route}); "

@@ -236,3 +236,13 @@ def test_safe_patterns_give_no_warning(project: Path) -> None:
     schema = {"properties": {"id": {"pattern": "^[a-z0-9_-]{1,64}$"}, "n": {"pattern": r"^\d+$"}}}
     (project / "schemas" / "s.json").write_text(json.dumps(schema))
     assert load(project, "schemas/s.json").warnings == ()
+
+
+def test_a_long_ref_loop_is_shown_shortened(project: Path) -> None:
+    defs = {f"d{n}": {"anyOf": [{"$ref": f"#/$defs/d{n + 1}"}]} for n in range(100)}
+    defs["d100"] = {"$ref": "#/$defs/d0"}
+    [problem] = schema_problems(project, {"$defs": defs, "$ref": "#/$defs/d0"})
+    assert (
+        "(#/$defs/d0 -> #/$defs/d0/anyOf/0 -> #/$defs/d1 -> #/$defs/d1/anyOf/0 -> ... ->" in problem
+    )
+    assert len(problem) < 400
