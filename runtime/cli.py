@@ -93,6 +93,8 @@ def validate(config: str | None) -> None:
     from dtqs.runtime.handlers import check_handlers
 
     manifest = load(config)
+    for warning in manifest.warnings:  # e.g. a slow pattern: said, but not a failure
+        click.echo(str(warning), err=True)
     problems = check_handlers(manifest)
     if problems:
         raise ManifestError(problems)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import linecache
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from dtqs.runtime.manifest import FUNCTIONS_DIR, FunctionSpec, Manifest, display
 
 #: Package prefix of handler modules in sys.modules: functions/a/b.py -> dtqs_functions.a.b
 MODULE_PREFIX = "dtqs_functions"
+_DEF = re.compile(r"\s*(async\s+)?def\b")
 
 
 def load_handler(spec: FunctionSpec) -> Callable[..., Any]:
@@ -61,14 +64,55 @@ class Handler:
 
 
 def check_handlers(manifest: Manifest) -> list[Problem]:
-    """Import every function's handler; one problem per handler that fails."""
+    """Import every function's handler and check how it will be called.
+
+    One problem per handler that fails to import or cannot be called as
+    handler(payload) or handler(payload, ctx).
+    """
     problems = []
     for spec in manifest.functions.values():
         try:
-            load_handler(spec)
+            handler = load_handler(spec)
         except HandlerImportError as exc:
             problems.append(exc.problem)
+            continue
+        if problem := check_signature(spec, handler):
+            problems.append(problem)
     return problems
+
+
+def check_signature(spec: FunctionSpec, fn: Callable[..., Any]) -> Problem | None:
+    """A problem if `fn` cannot take the call a worker will make, else None.
+
+    A worker calls fn(payload, ctx) when it takes a second positional argument (see
+    accepts_context), else fn(payload): `def run():` or a required keyword-only
+    argument would fail every attempt, so `dtqs validate` says so up front.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have no signature: nothing to check
+        return None
+    args = ("payload", "ctx") if accepts_context(fn) else ("payload",)
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        name = spec.handler_attr
+        expected = f"expected {name}(payload) or {name}(payload, ctx)"
+        message = f"{name}{signature} cannot be called as {name}({', '.join(args)}): {exc}"
+        return _problem(spec, _def_line(fn, spec.handler_file), f"{message}; {expected}")
+    return None
+
+
+def _def_line(fn: Callable[..., Any], path: Path) -> int | None:
+    """Line of the `def` of `fn` in the handler file `path` (below any decorators)."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None or code.co_filename != str(path):
+        return None
+    lines = linecache.getlines(code.co_filename)
+    for number in range(code.co_firstlineno, min(len(lines), code.co_firstlineno + 50) + 1):
+        if _DEF.match(lines[number - 1]):
+            return number
+    return int(code.co_firstlineno)
 
 
 def accepts_context(fn: Callable[..., Any]) -> bool:

@@ -18,10 +18,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
+from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
+from referencing import Registry
 
 from dtqs.runtime.errors import ManifestError, Problem
+from dtqs.runtime.schemafile import read_schema_file
 from dtqs.runtime.yamlpos import Document, YamlPath, dotted, load_yaml
 
 #: Default priority levels of a queue, first = served first.
@@ -34,6 +36,8 @@ DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = "normal"
 #: Handler files must live under this folder of the project.
 FUNCTIONS_DIR = "functions"
+#: Largest manifest read (bytes): a bigger file is refused before it is parsed.
+MAX_MANIFEST_BYTES = 2**20
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -153,6 +157,8 @@ class Manifest:
     #: replicas that must confirm a submission (Redis WAIT) before it is acknowledged
     wait_replicas: int = 0
     wait_timeout_s: float = 1.0  #: how long a submission waits for them
+    #: what `dtqs validate` warns about without failing (e.g. slow schema patterns)
+    warnings: tuple[Problem, ...] = ()
 
 
 def parse_duration(value: object, *, where: str = "") -> float:
@@ -211,10 +217,17 @@ def load_manifest(
     file_path = resolve_config_path(path, environ=environ)
     file = display_path(file_path)
     try:
-        text = file_path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError([Problem(file, None, "", f"cannot read: {exc}")]) from None
-    doc = load_yaml(text, file=file, environ=os.environ if environ is None else environ)
+        return _load(file_path, file, os.environ if environ is None else environ)
+    except (RecursionError, MemoryError) as exc:
+        # NOTE(manifest): the files are the user's input, and a hostile one must be an
+        # ordinary problem (exit 2, a failed reload), never a traceback or a dead API.
+        message = f"nested too deeply or too large to load ({type(exc).__name__})"
+        raise ManifestError([Problem(file, None, "", message)]) from None
+
+
+def _load(file_path: Path, file: str, environ: Mapping[str, str]) -> Manifest:
+    text = _read_manifest(file_path, file)
+    doc = load_yaml(text, file=file, environ=environ)
     if doc.problems and doc.data is None:
         raise ManifestError(doc.problems)
     if not isinstance(doc.data, dict):
@@ -230,16 +243,20 @@ def load_manifest(
     return manifest
 
 
-def _schema_error(schema: Any) -> str | None:
-    """Why `schema` (a payload schema file's content) is not a JSON Schema, if it is not."""
-    if not isinstance(schema, dict):
-        return "a JSON Schema must be a JSON object"
-    try:  # NOTE(manifest): the draft its $schema names decides what is valid
-        validator_for(schema, default=Draft202012Validator).check_schema(schema)
-    except SchemaError as exc:
-        at = f" (at {dotted(tuple(exc.absolute_path))})" if exc.absolute_path else ""
-        return f"not a valid JSON Schema: {exc.message}{at}"
-    return None
+def _read_manifest(file_path: Path, file: str) -> str:
+    """The manifest's text, refused unread when it is over MAX_MANIFEST_BYTES."""
+    try:
+        with file_path.open("rb") as stream:
+            data = stream.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
+            limit = f"{MAX_MANIFEST_BYTES // 2**20} MiB"
+            message = (
+                f"larger than {limit}; a manifest may be at most {limit} (is it the right file?)"
+            )
+            raise ManifestError([Problem(file, None, "", message)])
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError([Problem(file, None, "", f"cannot read: {exc}")]) from None
 
 
 class _Builder:
@@ -253,6 +270,7 @@ class _Builder:
         self.path = path
         self.root = path.parent
         self.doc = doc
+        self.warnings: list[Problem] = []
 
     def problem(self, path: YamlPath, message: str, *, file: str = "", line: int = 0) -> None:
         """Report at `path` in the manifest, or at `line` (0 = none) of another `file`."""
@@ -305,6 +323,7 @@ class _Builder:
             api=self.api(data.get("api")),  # its parts are checked one by one
             wait_replicas=self.get(redis, ("redis",), "wait_replicas", 0),
             wait_timeout_s=self.seconds(redis, ("redis",), "wait_timeout", 1.0, least=_ABOVE_ZERO),
+            warnings=tuple(self.warnings),
         )
 
     def queue(self, name: str, raw: Any) -> QueueSpec | None:
@@ -396,24 +415,17 @@ class _Builder:
         """The payload schema file named at `path`, read and checked."""
         if written is None:
             return None, None
-        target = Path(os.path.normpath(self.root / written))
-        shown = display_path(target)
-        try:
-            schema = json.loads(target.read_text("utf-8"))
-        except FileNotFoundError:
-            self.problem(path, f"no such file: {shown}")
-            return target, None
-        except json.JSONDecodeError as exc:
-            message = f"invalid JSON: {exc.msg} (column {exc.colno})"
-            self.problem(path, message, file=shown, line=exc.lineno)
-            return target, None
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problem(path, f"cannot read {shown}: {exc}")
-            return target, None
-        if error := _schema_error(schema):
-            self.problem(path, error, file=shown)
-            return target, None
-        return target, schema
+        found = read_schema_file(self.root, written, display_path)
+        shown = display_path(found.path)
+        for problem in found.problems:
+            if problem.in_file:
+                self.problem(path, problem.message, file=shown, line=problem.line or 0)
+            else:
+                self.problem(path, problem.message)
+        self.warnings += [
+            Problem(shown, w.line, dotted(path), w.message, warning=True) for w in found.warnings
+        ]
+        return found.path, found.schema
 
     def schedule(self, name: str, raw: Any, functions: Mapping[str, Any]) -> ScheduleSpec | None:
         if not isinstance(raw, dict):
@@ -439,7 +451,9 @@ class _Builder:
         payload = self.get(raw, path, "payload", None)
         schema = functions[function].schema if functions.get(function) else None
         if schema is not None and self.clean((*path, "payload")):
-            validator = validator_for(schema, default=Draft202012Validator)(schema)
+            validator = validator_for(schema, default=Draft202012Validator)(
+                schema, registry=Registry()
+            )  # its $refs stay in its file: nothing to fetch
             for error in validator.iter_errors(payload):
                 at = f" (at {dotted(tuple(error.absolute_path))})" if error.absolute_path else ""
                 message = f"does not match the schema of {function}: {error.message}{at}"

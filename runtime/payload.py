@@ -7,6 +7,8 @@ import math
 from typing import Any
 
 from jsonschema import validators
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from dtqs.runtime.errors import PayloadValidationError, Violation
 from dtqs.runtime.manifest import FunctionSpec
@@ -128,12 +130,23 @@ class Validators:
         validator = self._compiled.get(spec.name)
         if validator is None:
             cls = validators.validator_for(spec.schema)
+            # NOTE(manifest): an empty registry: a $ref outside the schema's own file
+            # (refused at load) is never fetched from the network here either.
             validator = self._compiled[spec.name] = cls(
-                spec.schema, format_checker=cls.FORMAT_CHECKER
+                spec.schema, format_checker=cls.FORMAT_CHECKER, registry=Registry()
             )
-        found = sorted(
-            validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path))
-        )
+        try:
+            found = sorted(
+                validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path))
+            )
+        except RecursionError:
+            # A recursive schema (a tree) follows the payload down: too deep a payload
+            # is the client's to fix, not a server error.
+            message = f"payload of {spec.name!r} is nested too deeply to check against its schema"
+            raise PayloadValidationError(message, [Violation("/payload", message)]) from None
+        except Unresolvable as exc:  # refused when the manifest loads; never a 500 anyway
+            message = f"the schema of {spec.name!r} cannot be used: unresolvable $ref ({exc})"
+            raise PayloadValidationError(message, [Violation("/payload", message)]) from None
         if found:
             violations = [
                 Violation("/payload" + "".join(f"/{p}" for p in e.absolute_path), e.message)

@@ -147,7 +147,9 @@ class ErrorOnce:
         self.name = name
         self.last: str | None = None
 
-    def failed(self, message: str, *, brief: bool = False) -> None:
+    def failed(
+        self, message: str, *, brief: bool = False, exc_info: BaseException | None = None
+    ) -> None:
         if message == self.last:
             return
         self.last = message
@@ -159,6 +161,7 @@ class ErrorOnce:
                 "files are fixed:\n%s",
                 self.name,
                 message,
+                exc_info=exc_info,
             )
 
     def succeeded(self) -> None:
@@ -205,15 +208,24 @@ class ManifestReloader:
         try:
             manifest = load_manifest(self.config)
             self.apply(manifest)
-        except DtqsError as exc:
-            message = str(exc)
-            self.errors.failed(message, brief=self.brief and isinstance(exc, ManifestError))
-            if self.on_failure is not None:
-                self.on_failure(message)
+        except Exception as exc:
+            # NOTE(manifest): whatever the files did to the loader, this process keeps
+            # serving its last good configuration; any failure is reported and counted.
+            self.failed(exc)
             return False
         self.errors.succeeded()
         log.info("%s: reloaded %s", self.name, what or self.config.name)
         return True
+
+    def failed(self, exc: Exception) -> None:
+        if isinstance(exc, DtqsError):
+            message = str(exc)
+            self.errors.failed(message, brief=self.brief and isinstance(exc, ManifestError))
+        else:  # a bug of ours: its traceback goes to the log once, like the message
+            message = f"unexpected error while loading {self.config.name}: {exc!r}"
+            self.errors.failed(message, exc_info=exc)
+        if self.on_failure is not None:
+            self.on_failure(message)
 
 
 class Validation:
@@ -327,13 +339,16 @@ class PoolReloader:
     def _finish(self, passed: bool, output: str) -> None:
         with self._lock:
             what, self._what = self._what, set()
+        error: Exception | None = None
         if passed:
             try:
                 self.apply()
-            except DtqsError as exc:
+            except DtqsError as exc:  # e.g. the files changed again since validation
                 passed, output = False, str(exc)
+            except Exception as exc:  # NOTE(manifest): never take the supervisor down
+                passed, output, error = False, f"unexpected error while reloading: {exc!r}", exc
         if not passed:
-            self.errors.failed(output or "validation failed without a message")
+            self.errors.failed(output or "validation failed without a message", exc_info=error)
             return
         self.errors.succeeded()
         log.info("workers: reloaded after changes to %s", describe(what, self.config.parent))

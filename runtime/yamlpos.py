@@ -22,6 +22,7 @@ YamlPath = tuple[str | int, ...]
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_VALUE_TAG = "tag:yaml.org,2002:value"
 _JSON_SCALARS = (str, int, float, bool, type(None))
 #: JSON Schema types in YAML words, for "expected a mapping, got []".
 _KINDS = {
@@ -35,9 +36,120 @@ _KINDS = {
 #: ${VAR}, ${VAR:-default}; a leading extra "$" ($${VAR}) keeps the text literally.
 _VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+# NOTE(manifest): a YAML file is hostile input (a saved file reaches a running API
+# through hot reload). Anchors and aliases let 700 bytes stand for 10**9 values, and
+# PyYAML's composer recurses once per level of nesting; these bounds keep loading a
+# small, fast, ordinary failure. Each one is far above what a manifest needs.
+#: Deepest nesting of lists and mappings; the top-level mapping is level 1.
+MAX_DEPTH = 64
+#: Most aliases (`*name`) in one file.
+MAX_ALIASES = 10_000
+#: Most values (scalars, lists, mappings, merged pairs) once aliases and `<<` are expanded.
+MAX_VALUES = 100_000
+#: Most characters of keys and scalars once aliases and ${VAR}s are expanded.
+MAX_CHARS = 10 * 2**20
+
+
+class LimitError(yaml.YAMLError):
+    """The document exceeds one of the bounds above; reported at `line` (and `path`)."""
+
+    def __init__(self, message: str, line: int | None, path: YamlPath = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.path = path
+
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps dates as strings, so every value is JSON-shaped."""
+    """SafeLoader that keeps dates as strings, so every value is JSON-shaped.
+
+    It also bounds nesting and aliases while composing, and merged pairs while
+    flattening `<<`, so neither step can recurse or grow without limit.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._merged = 0  # pairs copied by `<<` so far, in the whole document
+        self._flattening: set[int] = set()  # mappings whose merges are being resolved
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise LimitError(f"more than {MAX_ALIASES:,} aliases (*name) in one file", line)
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise LimitError(f"nested deeper than {MAX_DEPTH} levels", line)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Resolve `<<` merge keys in place, as SafeConstructor.flatten_mapping does.
+
+        Later pairs win: merged pairs come first, and of a list of mappings the
+        first one's pairs come last. Bounded by MAX_VALUES in all; a mapping that
+        merges itself (through an alias of its own anchor) is refused.
+        """
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                if key_node.tag == _VALUE_TAG:
+                    key_node.tag = _STR_TAG
+                own.append((key_node, value_node))
+                continue
+            for source in _merge_sources(node, value_node):
+                merged += self._merged_pairs(source)
+        if len(own) < len(node.value):
+            node.value = merged + own
+
+    def _merged_pairs(self, source: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+        if id(source) in self._flattening:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping merges itself (<< with an alias of its own anchor)",
+                source.start_mark,
+            )  # fmt: skip
+        self._flattening.add(id(source))
+        try:
+            self.flatten_mapping(source)
+        finally:
+            self._flattening.discard(id(source))
+        self._merged += len(source.value)
+        if self._merged > MAX_VALUES:
+            line = source.start_mark.line + 1
+            raise LimitError(f"merge keys (<<) expand to more than {MAX_VALUES:,} values", line)
+        return list(source.value)
+
+
+def _kind(node: yaml.Node) -> str:
+    """The node's kind as PyYAML's own messages name it: scalar, sequence or mapping."""
+    return str(getattr(node, "id", "node"))
+
+
+def _merge_sources(node: yaml.MappingNode, value: yaml.Node) -> list[yaml.MappingNode]:
+    """The mappings a `<<` merges, in the order their pairs are copied (last wins)."""
+    if isinstance(value, yaml.MappingNode):
+        return [value]
+    if isinstance(value, yaml.SequenceNode):
+        for item in value.value:
+            if not isinstance(item, yaml.MappingNode):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"expected a mapping for merging, but found {_kind(item)}", item.start_mark,
+                )  # fmt: skip
+        return list(reversed(value.value))
+    raise yaml.constructor.ConstructorError(
+        "while constructing a mapping", node.start_mark,
+        f"expected a mapping or list of mappings for merging, but found {_kind(value)}",
+        value.start_mark,
+    )  # fmt: skip
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -128,6 +240,10 @@ def load_yaml(text: str, *, file: str, environ: Mapping[str, str]) -> Document:
         walker = _Walker(loader, file, environ)
         data = walker.value(root, ())
         return Document(file, data, walker.lines, walker.problems, walker.bad_paths)
+    except LimitError as exc:
+        return Document(
+            file, None, problems=[Problem(file, exc.line, dotted(exc.path), exc.message)]
+        )
     except yaml.YAMLError as exc:
         return Document(file, None, problems=[_syntax_problem(exc, file)])
     finally:
@@ -156,12 +272,34 @@ class _Walker:
         self.bad_paths: set[YamlPath] = set()
         self._open: set[int] = set()  # nodes being walked: an alias to one is a cycle
         self._own_keys: dict[int, set[int]] = {}  # mapping -> its keys not from a merge
+        self._values = 0  # values produced so far, aliases expanded
+        self._chars = 0  # characters of keys and scalars so far, aliases and ${VAR}s expanded
 
     def problem(self, node: yaml.Node, path: YamlPath, message: str) -> None:
         self.problems.append(Problem(self.file, node.start_mark.line + 1, dotted(path), message))
         self.bad_paths.add(path)
 
+    def count(self, node: yaml.Node, path: YamlPath) -> None:
+        """Account for one more value; LimitError once the expanded document is too big."""
+        self._values += 1
+        line = node.start_mark.line + 1
+        if len(path) >= MAX_DEPTH:  # aliases inside aliases nest deeper than the text
+            raise LimitError(f"nested deeper than {MAX_DEPTH} levels once aliases are expanded",
+                             line, path)  # fmt: skip
+        if self._values > MAX_VALUES:
+            message = f"more than {MAX_VALUES:,} values once aliases (*name) are expanded"
+            raise LimitError(message, line, path)
+
+    def count_text(self, text: str, node: yaml.Node, path: YamlPath) -> None:
+        """Account for the characters of a key or scalar, as expanded."""
+        self._chars += len(text)
+        if self._chars > MAX_CHARS:
+            size = f"{MAX_CHARS // 2**20} MiB"
+            line = node.start_mark.line + 1
+            raise LimitError(f"more than {size} of text once aliases are expanded", line, path)
+
     def value(self, node: yaml.Node, path: YamlPath) -> Any:
+        self.count(node, path)
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if id(node) in self._open:
@@ -194,6 +332,7 @@ class _Walker:
                 continue
             # NOTE(manifest): keys are names as written; `on:` must not become True.
             key = key_node.value
+            self.count_text(key, key_node, path)
             line = key_node.start_mark.line + 1
             if id(key_node) in own:
                 if key in first_own:
@@ -208,6 +347,7 @@ class _Walker:
     def scalar(self, node: yaml.ScalarNode, path: YamlPath) -> Any:
         if node.tag == _STR_TAG and "${" in node.value:
             node = self.expand(node, path)
+        self.count_text(node.value, node, path)
         try:
             value = self.loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:

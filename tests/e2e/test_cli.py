@@ -134,6 +134,43 @@ def test_validate_reports_every_mistake_at_once(procs, project):
     assert "3 problem(s)" in done.stderr
 
 
+def test_validate_deeply_nested_manifest_is_a_problem_not_a_traceback(procs, project):
+    text = BASE + "schedules:\n  s: {function: x, payload: " + "[" * 500_000 + "]" * 500_000 + "}\n"
+    p = project(text, {"functions/tasks.py": TASKS})
+    done = validate(procs, p.root)  # also asserts: no traceback
+    assert done.returncode == 2
+    (found,) = problems(done.stderr)
+    assert (found["file"], int(found["line"])) == ("dtqs.yaml", line_of(text, "payload"))
+    assert found["msg"] == "nested deeper than 64 levels"
+
+
+def test_validate_handler_that_cannot_take_a_payload(procs, project):
+    p = project(BASE, {"functions/tasks.py": "import os\n\n\ndef echo():\n    return 1\n"})
+    done = validate(procs, p.root)
+    assert done.returncode == 2
+    (found,) = problems(done.stderr)
+    assert (found["file"], int(found["line"]), found["path"]) == (
+        "functions/tasks.py",
+        4,
+        "functions.x.handler",
+    )
+    assert found["msg"].endswith("expected echo(payload) or echo(payload, ctx)")
+
+
+def test_validate_warns_about_a_slow_pattern_and_passes(procs, project):
+    schema = json.dumps({"properties": {"name": {"type": "string", "pattern": "^(a+)+$"}}})
+    p = project(BASE + "    schema: schemas/slow.json\n",
+                {"functions/tasks.py": TASKS, "schemas/slow.json": schema})  # fmt: skip
+    done = validate(procs, p.root)
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout
+    [warning] = done.stderr.splitlines()
+    assert warning.startswith(
+        "schemas/slow.json: functions.x.schema: warning: /properties/name/pattern: "
+        "pattern '^(a+)+$' repeats a group that itself holds a repeat"
+    )
+
+
 # -- a round trip against Redis ----------------------------------------------------
 
 

@@ -261,3 +261,63 @@ def test_is_async(fn: Any, expected: bool) -> None:
 def test_loaded_async_handler_with_context(project: Path) -> None:
     handler = load_handler(spec(project, "async def handle(payload, ctx):\n    return ctx\n"))
     assert is_async(handler) and accepts_context(handler)
+
+
+# -- signatures: validate says up front what every attempt would fail on ---------------
+
+
+def signature_problems(project: Path, text: str) -> list[str]:
+    manifest = make(project, {"mod.py": text}, {"fn": "functions/mod.py:handle"})
+    return [str(problem) for problem in check_handlers(manifest)]
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "detail"),
+    [
+        ("def handle():\n    return 1\n", 1,
+         "handle() cannot be called as handle(payload): too many positional arguments"),
+        ("async def handle():\n    return 1\n", 1,
+         "handle() cannot be called as handle(payload): too many positional arguments"),
+        ("import os\n\n\ndef handle(payload, *, key):\n    return key\n", 4,
+         "handle(payload, *, key) cannot be called as handle(payload): "
+         "missing a required argument: 'key'"),
+        ("def handle(payload, ctx, extra):\n    return 1\n", 1,
+         "handle(payload, ctx, extra) cannot be called as handle(payload, ctx): "
+         "missing a required argument: 'extra'"),
+        ("def handle(**options):\n    return 1\n", 1,
+         "handle(**options) cannot be called as handle(payload): "
+         "too many positional arguments"),
+        ("import functools\n\n\ndef deco(f):\n    @functools.wraps(f)\n"
+         "    def inner(*a):\n        return f(*a)\n    return inner\n\n\n"
+         "@deco\ndef handle():\n    return 1\n", 12,
+         "handle() cannot be called as handle(payload): too many positional arguments"),
+    ],
+    ids=["no-args", "async-no-args", "required-keyword", "three-args", "only-kwargs", "decorated"],
+)  # fmt: skip
+def test_handler_that_cannot_take_the_call_is_reported_at_its_def(
+    project: Path, source: str, line: int, detail: str
+) -> None:
+    assert signature_problems(project, source) == [
+        f"functions/mod.py:{line}: functions.fn.handler: {detail}; "
+        "expected handle(payload) or handle(payload, ctx)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def handle(payload):\n    return 1\n",
+        "def handle(payload, ctx):\n    return 1\n",
+        "async def handle(payload, ctx):\n    return 1\n",
+        "def handle(*args):\n    return 1\n",
+        "def handle(payload, *, retries=3):\n    return 1\n",
+        "def handle(payload, ctx=None, extra=None):\n    return 1\n",
+        "class Handler:\n    def __call__(self, payload):\n        return 1\n\n"
+        "handle = Handler()\n",
+        "handle = print\n",  # a builtin: no signature to check
+    ],
+    ids=["payload", "payload-ctx", "async", "star-args", "optional-keyword", "defaults",
+         "callable-object", "builtin"],
+)  # fmt: skip
+def test_handlers_that_take_the_call_pass(project: Path, source: str) -> None:
+    assert signature_problems(project, source) == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import sys
 import textwrap
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from dtqs.runtime.manifest import (
     parse_duration,
     resolve_config_path,
 )
+from tests.unit.memcap import memory_cap
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -679,3 +682,137 @@ def test_worker_memory_limit_problems(project: Path, written: str, message: str)
     inner = written[1:-1] if written.startswith("{") else written
     [problem] = problems(project, BASE + f"workers: {{{inner}}}\n")
     assert message in problem and "workers.max_memory" in problem
+
+
+# -- hostile manifests: bounded, and ordinary problems -------------------------------
+
+
+def laughs(levels: int = 9) -> str:
+    """A billion laughs: each anchor a list of ten aliases of the one before."""
+    lines = [BASE.rstrip("\n"), "x:", '  a0: &a0 ["lol", "lol", "lol", "lol", "lol"]']
+    for n in range(1, levels + 1):
+        lines.append(f"  a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_billion_laughs_is_refused_at_its_line(project: Path) -> None:
+    text = laughs()
+    assert len(text) < 700
+    with memory_cap():  # the code before the bound took 3 GiB: MemoryError here
+        [problem] = problems(project, text)
+    assert problem.startswith("dtqs.yaml:")
+    assert "more than 100,000 values once aliases (*name) are expanded" in problem
+
+
+def test_merge_key_bomb_is_refused(project: Path) -> None:
+    lines = [BASE.rstrip("\n"), "x:", "  m0: &m0 {a: 1, b: 2, c: 3, d: 4, e: 5}"]
+    for n in range(1, 10):
+        lines.append(f"  m{n}: &m{n} {{<<: [" + ", ".join([f"*m{n - 1}"] * 10) + "]}")
+    with memory_cap():
+        [problem] = problems(project, "\n".join(lines) + "\n")
+    assert problem.startswith("dtqs.yaml:") and "merge keys (<<) expand to more than" in problem
+
+
+def test_aliases_within_the_bounds_still_work(project: Path) -> None:
+    tens = ", ".join(["*a1"] * 10)
+    text = (
+        BASE
+        + f"""\
+schedules:
+  s:
+    function: hello
+    every: 1s
+    payload:
+      a0: &a0 [lol, lol, lol, lol, lol]
+      a1: &a1 [{tens.replace("a1", "a0")}]
+      a2: &a2 [{tens}]
+      a3: [{tens.replace("a1", "a2")}]
+"""
+    )
+    payload = load_manifest(write(project, text), environ={}).schedules["s"].payload
+    assert len(payload["a3"]) == 10 and payload["a3"][9][9][9] == ["lol"] * 5  # 5,000 lols
+
+
+def test_deep_nesting_is_refused_without_recursing(project: Path) -> None:
+    # The composer used to recurse once per level: RecursionError, or a dead API.
+    deep = "[" * 500_000 + "]" * 500_000
+    [problem] = problems(project, BASE + f"schedules:\n  s: {{function: hello, payload: {deep}}}\n")
+    assert problem == "dtqs.yaml:8: nested deeper than 64 levels"
+
+
+def test_nesting_within_the_bound_is_fine(project: Path) -> None:
+    payload = "[" * 60 + "]" * 60  # levels: root, schedules, s, payload, then 60 lists
+    text = BASE + f"schedules:\n  s: {{function: hello, every: 1s, payload: {payload}}}\n"
+    nested = load_manifest(write(project, text), environ={}).schedules["s"].payload
+    for _ in range(59):
+        nested = nested[0]
+    assert nested == []
+
+
+def test_aliases_cannot_nest_past_the_depth_bound(project: Path) -> None:
+    # Each anchor 30 levels deep holding the one before: shallow as text, deep expanded.
+    lines = [BASE.rstrip("\n"), "x:", "  d0: &d0 " + "[" * 30 + "]" * 30]
+    for n in range(1, 4):
+        lines.append(f"  d{n}: &d{n} " + "[" * 30 + f"*d{n - 1}" + "]" * 30)
+    [problem] = problems(project, "\n".join(lines) + "\n")
+    assert "nested deeper than 64 levels once aliases are expanded" in problem
+
+
+def test_too_many_aliases(project: Path) -> None:
+    text = BASE + "x:\n  a: &a 1\n  b: [" + ", ".join(["*a"] * 10_001) + "]\n"
+    [problem] = problems(project, text)
+    assert problem == "dtqs.yaml:9: more than 10,000 aliases (*name) in one file"
+
+
+def test_too_much_text_once_expanded(project: Path) -> None:
+    big = "y" * 200_000
+    text = BASE + f"x:\n  s: &s {big}\n  l: &l [" + ", ".join(["*s"] * 60) + "]\n"
+    [problem] = problems(project, text)
+    assert "more than 10 MiB of text once aliases are expanded" in problem
+
+
+def test_a_mapping_merging_itself(project: Path) -> None:
+    [problem] = problems(project, "version: 1\nqueues: &q {default: {}, <<: *q}\nfunctions: {}\n")
+    assert problem == (
+        "dtqs.yaml:2: invalid YAML: a mapping merges itself (<< with an alias of its own anchor)"
+    )
+
+
+def test_merge_keys_keep_yaml_precedence(project: Path) -> None:
+    # Own keys win over merged ones; of a list of merged mappings, the first wins.
+    text = """\
+    version: 1
+    queues:
+      one: &one {concurrency: 1, visibility_timeout: 10s}
+      two: &two {concurrency: 2, visibility_timeout: 20s, dead_letter_max: 5}
+      default:
+        <<: [*one, *two]
+        visibility_timeout: 30s
+    functions: {}
+    """
+    queue = load_manifest(write(project, text), environ={}).queues["default"]
+    assert (queue.concurrency, queue.visibility_timeout_s, queue.dead_letter_max) == (1, 30.0, 5)
+
+
+def test_manifest_size_is_bounded(project: Path) -> None:
+    text = BASE + "# " + "x" * (2**20) + "\n"
+    assert problems(project, text) == [
+        "dtqs.yaml: larger than 1 MiB; a manifest may be at most 1 MiB (is it the right file?)"
+    ]
+
+
+def test_recursion_error_while_loading_is_the_users_input(project: Path) -> None:
+    # A smaller stack stands for a deeper file: whatever recursion runs out of while
+    # loading the user's files is reported as their input, not raised as a traceback.
+    payload = "[" * 60 + "]" * 60
+    write(project, BASE + f"schedules:\n  s: {{function: hello, every: 1s, payload: {payload}}}\n")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 80)
+    try:
+        with pytest.raises(ManifestError) as info:
+            load_manifest(project / "dtqs.yaml", environ={})
+    finally:
+        sys.setrecursionlimit(limit)
+    assert [str(p) for p in info.value.problems] == [
+        "dtqs.yaml: nested too deeply or too large to load (RecursionError)"
+    ]

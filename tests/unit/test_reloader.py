@@ -17,6 +17,7 @@ from dtqs.runtime.client import Client
 from dtqs.runtime.manifest import Manifest
 from dtqs.runtime.redis.broker import Broker
 from dtqs.runtime.reloader import ManifestReloader, PoolReloader, ProjectFilter, Watcher
+from tests.unit.memcap import memory_cap
 
 BROKEN_YAML = "version: 1\nqueues: [\n"
 
@@ -276,3 +277,84 @@ def test_a_failing_watch_is_started_again(root: Path, monkeypatch: pytest.Monkey
         assert calls.event.wait(3), "the watch was not started again"
     finally:
         watcher.stop()
+
+
+def test_manifest_reloader_catches_counts_and_logs_any_failure_once(
+    project, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not only DtqsErrors: whatever loading or applying raises, the reload fails,
+    # the last good configuration stays, and every failure is counted.
+    p = project()
+    failures: list[str] = []
+
+    def apply(manifest: Manifest) -> None:
+        raise ValueError("applying broke")
+
+    reloader = ManifestReloader(p.config, apply, name="api", on_failure=failures.append)
+    caplog.set_level(logging.INFO, "dtqs.reload")
+    assert not reloader.reload()
+    assert not reloader.reload()
+    assert (
+        failures == ["unexpected error while loading dtqs.yaml: ValueError('applying broke')"] * 2
+    )
+    [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.exc_info is not None and "applying broke" in logged.getMessage()
+
+
+#: A billion laughs (anchors of ten aliases, nine deep) and nesting far past the bound.
+LAUGHS = "".join(
+    [
+        "version: 1\nqueues: {default: {}}\nfunctions: {}\nschedules:\n  s:\n    payload:\n",
+        '      a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n',
+        *(f"      a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]\n" for n in range(1, 10)),
+    ]
+)
+DEEP = "version: 1\nqueues: {default: {}}\nfunctions: {}\nx: " + "[" * 200_000 + "\n"
+
+
+def test_api_reload_of_hostile_manifests_keeps_the_last_good_one(project, unused_port) -> None:
+    p = project()
+    good = p.config.read_text()
+    nowhere = Broker(f"redis://127.0.0.1:{unused_port}/0", connect_timeout_s=0.2)
+    state = ApiState(Client(manifest=p.manifest(), broker=nowhere))
+    api = testing.TestClient(create_app(state))
+    reloader = manifest_reloader(state)
+    expected = {
+        "laughs": "more than 100,000 values once aliases (*name) are expanded",
+        "deep": "dtqs.yaml:4: nested deeper than 64 levels",
+    }
+    for count, (name, text) in enumerate((("laughs", LAUGHS), ("deep", DEEP)), 1):
+        p.write("dtqs.yaml", text)
+        with memory_cap():
+            assert not reloader.reload()
+        detail = api.simulate_get("/readyz").json["detail"]
+        assert expected[name] in detail, detail
+        assert f"dtqs_reload_failures_total {count}.0" in api.simulate_get("/metrics").text
+        assert "echo" in state.manifest.functions  # the last good one still serves
+    p.write("dtqs.yaml", good.replace("  echo:\n", "  shout:\n"))
+    assert reloader.reload()
+    assert "shout" in state.manifest.functions and state.reload_error is None
+    nowhere.close()
+
+
+def test_pool_reloader_survives_any_failure_to_apply(
+    project, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = project()
+    calls: list[int] = []
+
+    def apply() -> None:
+        calls.append(1)
+        raise OSError("fork failed")
+
+    reloader = PoolReloader(p.config, apply)
+    caplog.set_level(logging.INFO, "dtqs.reload")
+    try:
+        for _ in range(2):
+            reloader._changed({str(p.config)})
+            drive(reloader)  # the supervisor's loop goes on
+        assert calls == [1, 1]
+        [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "OSError('fork failed')" in logged.getMessage() and logged.exc_info
+    finally:
+        reloader.stop()

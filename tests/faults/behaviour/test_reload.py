@@ -1,9 +1,13 @@
-"""Scenarios 18 and 19: hot reload of broken files under load.
+"""Scenarios 18, 18b and 19: hot reload of broken files under load.
 
 18: the manifest is broken three ways (YAML syntax error, schema-invalid, truncated
 mid-write) while the API takes submissions and a schedule fires; the old
 configuration keeps processing and firing, `/readyz` says why, and
 `dtqs_reload_failures_total` counts it; the fix applies within a second.
+18b: hostile manifests (a billion-laughs file, a 500,000-deep one) are saved while
+`dtqs api --reload` takes submissions: the API neither dies nor balloons, keeps
+answering 202 on the last good configuration, `/readyz` names the problem, the
+failure counter rises, and the fix is served.
 19: a handler file with a syntax error is dropped in, then an existing handler is
 broken: the other functions keep serving, no worker process exits, fixed files are
 picked up.
@@ -15,6 +19,7 @@ import re
 import threading
 import time
 
+import psutil
 import pytest
 
 from tests.faults.behaviour.helpers import LEDGER_HELPER, http, ledger_lines
@@ -82,6 +87,10 @@ def failures_metric(port: int) -> float:
     return float(found.group(1)) if found else -1.0
 
 
+def schemas(port: int) -> dict:
+    return http(port, "GET", "/openapi.json").json()["components"]["schemas"]
+
+
 def ticks_done(s) -> int:
     return sum(1 for x in ledger_lines(s.ledger) if x[1] == "tick")
 
@@ -141,6 +150,83 @@ def test_broken_manifest_during_hot_reload_under_load(stack, procs, wait_for, fa
     assert failures_metric(port) >= 3
     assert {w.pid for w in procs.workers(sup)} and api.poll() is None and sched.poll() is None
     assert pids  # the pool ran throughout (pids may change only on the good reloads)
+
+
+#: 18b: nine anchors of ten aliases each (10**9 values once expanded) in a schedule's
+#: payload; and a payload nested 500,000 deep. Both about the size of a real manifest
+#: (the second 1 MB), and both used to kill an API under --reload.
+LAUGHS = MANIFEST.replace(
+    "workers:",
+    "  bomb:\n    function: work\n    every: 1h\n    payload:\n"
+    '      a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    + "".join(f"      a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]\n" for n in range(1, 10))
+    + "workers:",
+)
+DEEP = MANIFEST.replace(
+    "workers:", "  deep: {function: work, every: 1h, payload: " + "[" * 500_000 + "]}\nworkers:"
+)
+HOSTILE = {  # NOTE: the deep one first: against the old code it fails fast, unlike the bomb
+    "deeply_nested": (DEEP, "nested deeper than 64 levels"),
+    "billion_laughs": (LAUGHS, "more than 100,000 values once aliases (*name) are expanded"),
+}
+
+
+def test_hostile_manifest_saved_during_hot_reload(stack, procs, wait_for, fault_report):
+    s = stack(MANIFEST, {"functions/tasks.py": TASKS})
+    client = s.client()
+    sup = s.workers(1, "--reload")
+    api, port = s.api("--reload")
+    wait_for(lambda: procs.workers(sup), 15, "a worker process")
+    rss_mb = [psutil.Process(api.pid).memory_info().rss / 2**20]
+    figures: dict[str, dict[str, float | str]] = {}
+    with Load(port) as load:
+        for kind, (text, _) in HOSTILE.items():
+            before_fail, before_ids = failures_metric(port), len(load.ids)
+            saved_at = time.monotonic()
+            s.project.config.write_text(text)
+            detail = wait_for(
+                lambda: (r := http(port, "GET", "/readyz")).status == 503 and r.json()["detail"],
+                15, f"/readyz to report the {kind} manifest",
+            )  # fmt: skip
+            reported_s = time.monotonic() - saved_at
+            wait_for(lambda b=before_fail: failures_metric(port) > b, 5, "the failure metric")
+            time.sleep(2)  # hostile for 2 s: the last good configuration keeps serving
+            rss_mb.append(psutil.Process(api.pid).memory_info().rss / 2**20)
+            accepted = len(load.ids) - before_ids
+            fixed_at = time.monotonic()
+            s.project.config.write_text(FIXED)  # the fix also adds a function
+            wait_for(lambda: http(port, "GET", "/readyz").status == 200, 15, "readiness again")
+            figures[kind] = {
+                "detail": detail[:160], "reported_s": round(reported_s, 3),
+                "accepted_while_hostile": accepted,
+                "failures_added": failures_metric(port) - before_fail,
+                "fix_applied_s": round(time.monotonic() - fixed_at, 3),
+            }  # fmt: skip
+            reply = http(port, "POST", "/v1/tasks", {"function": "added", "payload": {}})
+            assert reply.status == 202, reply
+            # The fixed configuration serves end to end: the new function runs.
+            assert client.wait(reply.json()["id"], timeout=20).state == "succeeded"
+            s.project.config.write_text(MANIFEST)  # back to the start for the next kind
+            wait_for(lambda: "submit.added" not in schemas(port), 15, "the function gone again")
+            time.sleep(1.5)  # let the worker pool's own reload settle
+    wait_for(lambda: all(client.get(t).state == "succeeded" for t in load.ids), 30,
+             "every accepted task to succeed")  # fmt: skip
+    done = [x[0] for x in ledger_lines(s.ledger) if x[1] == "load"]
+    fault_report(
+        "18b", "hostile manifest saved during hot reload",
+        accepted=len(load.ids), lost=len(set(load.ids) - set(done)),
+        dup=len(done) - len(set(done)), statuses=load.statuses,
+        failures_total=failures_metric(port), api_rss_mb_max=round(max(rss_mb), 1),
+        api_rss_mb_start=round(rss_mb[0], 1), **figures,
+    )  # fmt: skip
+    assert api.poll() is None and sup.poll() is None, procs.output(api)[-3000:]
+    assert set(load.statuses) == {202}, load.statuses  # never refused, never a 5xx
+    for kind, (_, expected) in HOSTILE.items():
+        f = figures[kind]
+        assert "last reload failed" in f["detail"] and expected in f["detail"], (kind, f)
+        assert f["accepted_while_hostile"] > 0 and f["failures_added"] >= 1, (kind, f)
+    assert max(rss_mb) < rss_mb[0] + 200, rss_mb  # the old code grew to gigabytes
+    assert "Traceback" not in procs.output(api), procs.output(api)[-3000:]
 
 
 HANDLERS_MANIFEST = """\
