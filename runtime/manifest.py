@@ -485,8 +485,8 @@ class _Builder:
 
     def memory_limit(self, raw: Any, path: YamlPath) -> float | None:
         """MiB from `max_memory` (a size like 200MB) or the older `max_memory_mb` (MiB)."""
-        old = self.get(raw, path, "max_memory_mb", None)
-        size = self.get(raw, path, "max_memory", None)
+        old: float | None = self.get(raw, path, "max_memory_mb", None)
+        size: str | None = self.get(raw, path, "max_memory", None)
         if size is None:
             return old
         if old is not None:
@@ -502,7 +502,8 @@ class _Builder:
     def api(self, raw: Any) -> ApiSpec:
         path: YamlPath = ("api",)
         written = raw.get("tokens") if isinstance(raw, dict) else None
-        tokens, seen = [], {}
+        tokens: list[ApiToken] = []
+        seen: dict[str, str] = {}
         for name, entry in (written or {}).items() if isinstance(written, dict) else ():
             if not self.clean((*path, "tokens", name)):
                 continue  # already reported; a bad entry grants nothing

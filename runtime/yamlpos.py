@@ -190,16 +190,19 @@ def _explain(error: ValidationError) -> Iterator[tuple[YamlPath, list[YamlPath],
     """A schema error -> (where to report it, paths now known bad, message)."""
     path: YamlPath = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
-    if error.validator == "additionalProperties" and error.validator_value is False:
+    # NOTE: the stubs type these as possibly unset; a schema error always has them.
+    instance: Any = error.instance
+    expected: Any = error.validator_value
+    if error.validator == "additionalProperties" and expected is False:
         allowed = schema.get("properties", {})
-        for key in error.instance:
+        for key in instance:
             if key not in allowed:
                 message = f"unknown key; expected one of: {', '.join(allowed)}"
                 yield (*path, key), [(*path, key)], message
     elif "propertyNames" in error.schema_path:
-        yield (*path, error.instance), [(*path, error.instance)], f"invalid name: {error.message}"
+        yield (*path, instance), [(*path, instance)], f"invalid name: {error.message}"
     elif error.validator == "required":
-        missing = [key for key in error.validator_value if key not in error.instance]
+        missing = [key for key in expected if key not in instance]
         yield path, [(*path, key) for key in missing], error.message
     elif error.validator == "type" and error.validator_value in _KINDS:
         got = "an empty value" if error.instance is None else repr(error.instance)
@@ -215,7 +218,7 @@ def _explain(error: ValidationError) -> Iterator[tuple[YamlPath, list[YamlPath],
             if isinstance(error.instance, dict | list)
             else f"{error.instance!r} is not a"
         )
-        keys = [key for branch in error.validator_value for key in branch.get("required", ())]
+        keys = [key for branch in expected for key in branch.get("required", ())]
         bad = [(*path, key) for key in keys] or [path]
         yield path, bad, f"{what} {schema['title']}; {schema.get('description', '')}".rstrip("; ")
     else:
