@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,6 +67,27 @@ def json_option(fn: F) -> F:
 
 def load(config: str | None) -> Manifest:
     return load_manifest(resolve_config_path(config))
+
+
+#: How often a child of `dtqs run` looks again at a manifest broken since the run began.
+BROKEN_AT_START_RETRY_S = 0.5
+
+
+def load_reloadable(config: str | None, reload: bool) -> Manifest:
+    """The manifest of a process that follows changes (--reload).
+
+    NOTE: a child of `dtqs run` (DTQS_PARENT_PID set) starts from files its parent
+    validated, so a manifest broken now was broken in between, while the run's hot
+    reload reports it: the child waits for the fix, as a reload would, instead of
+    exiting and stopping the whole run. Anywhere else a broken manifest is an error.
+    """
+    if not (reload and os.environ.get("DTQS_PARENT_PID")):
+        return load(config)
+    while True:
+        try:
+            return load(config)
+        except ManifestError:
+            time.sleep(BROKEN_AT_START_RETRY_S)
 
 
 def make_client(config: str | None, redis_url: str | None, manifest: Manifest | None = None) -> Any:
@@ -232,7 +254,7 @@ def api(
 
     die_with_parent()
     logs.setup("api", log_level)
-    manifest = load(config)
+    manifest = load_reloadable(config, reload)
     check_exposure(manifest, host, insecure)
     state = ApiState(api_client(manifest, redis_url, threads))
     reloader = manifest_reloader(state) if reload else None
@@ -264,7 +286,7 @@ def scheduler(config: str | None, redis_url: str | None, reload: bool, log_level
 
     die_with_parent()
     logs.setup("scheduler", log_level)
-    manifest = load(config)
+    manifest = load_reloadable(config, reload)
     client = make_client(config, redis_url, manifest)
     try:
         emitter = emf.EmfEmitter(client) if emf.enabled(os.environ) else None

@@ -352,3 +352,25 @@ def test_tasks_of_a_removed_function_wait_and_run_when_it_is_back(
     )  # fmt: skip
     assert client.queues()["default"]["dead"] == 0
     stop(procs, sup)
+
+
+def test_a_child_of_dtqs_run_waits_out_a_manifest_broken_since_the_run_began(
+    procs, project, redis_url, r, wait_for
+):
+    """Seen as a flaky run: the files were saved broken just after `dtqs run` started,
+    before its scheduler child had loaded them; the child exited 2 and the whole run
+    stopped. A child (DTQS_PARENT_PID) with --reload now waits for the fix."""
+    import os
+
+    schedule = "schedules:\n  tick: {function: hello, every: 1s}\n"
+    p = project(RUN_MANIFEST + schedule, {"functions/tasks.py": TASKS})
+    p.write("dtqs.yaml", RUN_MANIFEST.replace("priorities: [normal]", "priorities: [normal"))
+    env = procs.env(redis_url, DTQS_PARENT_PID=str(os.getpid()))
+    child = procs.spawn(["scheduler", "--reload", "--log-level", "info"], p.root, env)
+    time.sleep(1.5)
+    assert child.poll() is None, procs.output(child)  # before: exited 2 at once
+    p.write("dtqs.yaml", RUN_MANIFEST + schedule)
+    wait_for(lambda: r.hget("dtqs:schedule:tick", "last_fire_ms"), 10, "the first tick")
+    p.write("dtqs.yaml", "version: [1")
+    alone = procs.run(["scheduler", "--reload"], p.root, procs.env(redis_url), timeout=20)
+    assert alone.returncode == 2, alone  # started by hand: a broken file is an error
