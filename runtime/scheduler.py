@@ -131,14 +131,14 @@ class Scheduler:
             if self._pending is manifest:
                 self._pending = None
 
-    def trouble(self, exc: DtqsError) -> None:
+    def trouble(self, exc: DtqsError, what: str = "scheduler") -> None:
         """A look failed and will be retried. An outage is logged once by the broker
         (runtime/outage.py); another error once until it changes."""
         if isinstance(exc, BrokerUnavailableError) and exc.outage:
             return
         if exc.message != self._last_trouble:
             self._last_trouble = exc.message
-            log.warning("scheduler: %s; retrying", exc.message)
+            log.warning("%s: %s; retrying", what, exc.message)
 
     def due(self, entry: Entry, now: datetime, limit: int = MAX_CATCH_UP) -> list[datetime]:
         """Ticks in (entry.cursor, now], oldest first; the latest `limit` of them."""
@@ -201,7 +201,7 @@ class Scheduler:
                         self.fire(entry.spec, at)
                     except DtqsError as exc:
                         # NOTE: leave the cursor before this tick; the next look retries it.
-                        self.trouble(exc)
+                        self.trouble(exc, f"schedule {entry.spec.name}: tick {at.isoformat()}")
                         break
                     entry.cursor = at
                 else:
