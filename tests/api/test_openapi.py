@@ -329,14 +329,3 @@ def test_parameters_and_errors_are_described_as_the_api_answers(make):
     assert problem.json["errors"] == [
         {"parameter": "queue", "detail": problem.json["errors"][0]["detail"]}
     ]
-
-
-def test_a_schema_with_a_ref_outside_its_file_still_gets_a_document(project, redis_url):
-    """The document never fetches a $ref (here a port nothing serves) to describe it."""
-    files = {**FILES, "schemas/invoice.json": '{"$ref": "http://127.0.0.1:9/nope.json"}'}
-    p = project(MANIFEST.format(more=MORE, api=""), files)
-    with Client(manifest=p.manifest(), broker=Broker(redis_url)) as client:
-        api = testing.TestClient(create_app(ApiState(client)))
-        resp = api.simulate_get("/openapi.json")
-    assert resp.status_code == 200, resp.text
-    assert resp.json["components"]["schemas"]["submit.invoice"]["required"] == ["function"]
