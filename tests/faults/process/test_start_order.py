@@ -91,7 +91,8 @@ def watch_serving(s: Stack, port: int, back_wall: float, workers: int) -> tuple[
         if "tick" not in seen and r.hget("dtqs:schedule:tick", "last_fire_ms"):
             seen["tick"] = now
         time.sleep(0.02)
-    return Serving(*(seen.get(k) for k in ("readyz", "task", "registry", "tick"))), task_id
+    delays = (seen.get(k) for k in ("readyz", "task", "registry", "tick"))
+    return Serving(*(None if d is None else round(d, 3) for d in delays)), task_id
 
 
 def during_outage(s: Stack, port: int) -> dict[str, object]:
