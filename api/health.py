@@ -48,15 +48,15 @@ class Readyz:
         broker = self.state.client.broker
         try:
             broker.ping()
-            policy = broker.eviction_policy()
+            memory = broker.memory()
             # NOTE: a Redis that answers may still refuse every write (out of memory
             # under noeviction, a read-only replica): submissions would all fail.
             broker.write_probe()
-            headroom = broker.memory_headroom()
         except DtqsError as exc:
             # The broker's message names the cause and redacts the URL's password.
             message = exc.message
             self.not_ready(message if message.startswith("Redis") else f"Redis: {message}")
+        policy, headroom = memory.policy, memory.headroom
         if policy not in SAFE_POLICIES:
             self.not_ready(f"maxmemory-policy is {policy}; tasks could be evicted, set noeviction")
         # NOTE: under noeviction, room for one submission of the largest body taken (it

@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from dtqs.runtime.errors import DtqsError
+from dtqs.runtime.redis.broker import MemoryState
 from dtqs.runtime.stats import QueueStats, queue_stats
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class QueueCollector:
         try:
             stats = queue_stats(client.broker, client.manifest)
             workers = len(client.workers())
+            memory = client.broker.memory()
         except DtqsError as exc:
             log.debug("metrics: Redis did not answer: %s", exc)
             up.add_metric([], 0)
@@ -112,6 +114,23 @@ class QueueCollector:
         live = _gauge("dtqs_workers", "Live worker processes (unexpired heartbeats).", [])
         live.add_metric([], workers)
         yield live
+        yield from self._memory_families(memory)
+
+    @staticmethod
+    def _memory_families(memory: MemoryState) -> Iterator[Metric]:
+        """Redis's memory, for an alert before maxmemory refuses submissions."""
+        used = _gauge(
+            "dtqs_redis_memory_used_bytes",
+            "Memory Redis uses (the master with least headroom on a cluster).",
+            [],
+        )
+        used.add_metric([], memory.used_bytes)
+        limit = _gauge(
+            "dtqs_redis_maxmemory_bytes", "Redis's maxmemory (0: no limit), of the same master.", []
+        )
+        limit.add_metric([], memory.max_bytes)
+        yield used
+        yield limit
 
     def _queue_families(self, stats: Iterable[QueueStats]) -> Iterator[Metric]:
         q = ["queue"]

@@ -44,6 +44,8 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)\s*")
 _SIZE_BYTES = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
                "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}  # fmt: skip
+#: API tokens starting with this (any case) are the example files' placeholders: refused.
+PLACEHOLDER_PREFIX = "change-me"
 #: Smallest worker memory limit accepted: below it a fresh process would recycle at once.
 MIN_MEMORY_MB = 16
 _DURATION_HINT = "expected seconds (a number >= 0) or a string like 500ms, 30s, 5m, 1h, 1d"
@@ -510,6 +512,13 @@ class _Builder:
             if entry["token"] in seen:
                 message = f"the same token as {seen[entry['token']]!r}; give each its own"
                 self.problem((*path, "tokens", name, "token"), message)
+            if entry["token"].strip().lower().startswith(PLACEHOLDER_PREFIX):
+                # NOTE: the example deployment files ship such values; a deployment that
+                # forgot to replace one would accept a token printed in this repository.
+                message = (f"{PLACEHOLDER_PREFIX}…: a placeholder from the example files, not a "
+                           "token; set a secret one (e.g. openssl rand -hex 24)")  # fmt: skip
+                self.problem((*path, "tokens", name, "token"), message)
+                continue
             seen[entry["token"]] = name
             tokens.append(ApiToken(name, entry["token"], entry["scope"]))
         return ApiSpec(

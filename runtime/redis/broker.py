@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -152,6 +153,26 @@ class Translated:
             raise error from exc
 
 
+@dataclass(frozen=True)
+class MemoryState:
+    """What INFO memory says of a server (of the master with least room on a cluster)."""
+
+    policy: str  #: maxmemory-policy ('unknown' when not reported)
+    used_bytes: int
+    max_bytes: int  #: maxmemory; 0 = no limit
+
+    @property
+    def headroom(self) -> int | None:
+        """Bytes left below maxmemory (None: no limit). Under noeviction Redis refuses
+        every write that arrives while it is over, however small."""
+        return self.max_bytes - self.used_bytes if self.max_bytes > 0 else None
+
+
+def _headroom(info: dict[str, Any]) -> float:
+    limit = int(info.get("maxmemory") or 0)
+    return limit - int(info.get("used_memory") or 0) if limit > 0 else float("inf")
+
+
 class Broker:
     """A Redis connection pool plus the engine's scripts, for one key namespace."""
 
@@ -282,31 +303,30 @@ class Broker:
         with self.translated():
             self.redis.set(keys.probe_key(self.prefix), "1", px=PROBE_TTL_MS)
 
-    def memory_headroom(self) -> int | None:
-        """Bytes left below maxmemory (the least of any master on a cluster), or None
-        when no maxmemory is set. Under noeviction Redis refuses every write that
-        arrives while it is over, however small the write that tipped it."""
+    def memory(self) -> MemoryState:
+        """Redis's memory limit, use and eviction policy, from INFO memory (one round
+        trip; every master on a cluster: the worst policy, the least headroom).
+
+        NOTE: INFO, not CONFIG GET, which managed services refuse (ElastiCache): there
+        the policy read "unknown" and an evicting server passed as safe.
+        """
         with self.translated():
-            info = self.redis.info("memory")
-        nodes = (
-            info.values() if info and all(isinstance(v, dict) for v in info.values()) else [info]
+            if self.cluster:
+                nodes = list(self.redis.info("memory", target_nodes="primaries").values())
+            else:
+                nodes = [self.redis.info("memory")]
+        policies = {str(n.get("maxmemory_policy", "unknown")) for n in nodes}
+        unsafe = sorted(policies - {"noeviction"})
+        tightest = min(nodes, key=_headroom)
+        return MemoryState(
+            policy=unsafe[0] if unsafe else "noeviction",
+            used_bytes=int(tightest.get("used_memory") or 0),
+            max_bytes=int(tightest.get("maxmemory") or 0),
         )
-        left = [int(n["maxmemory"]) - int(n["used_memory"]) for n in nodes
-                if int(n.get("maxmemory") or 0) > 0]  # fmt: skip
-        return min(left) if left else None
 
     def eviction_policy(self) -> str:
-        """The server's maxmemory-policy ('unknown' where CONFIG is not allowed)."""
-        with self.translated():
-            try:
-                if not self.cluster:
-                    return str(self.redis.config_get("maxmemory-policy")["maxmemory-policy"])
-                # NOTE: on a cluster every master must keep noeviction; report the worst.
-                replies = self.redis.config_get("maxmemory-policy", target_nodes="primaries")
-            except (redis.exceptions.ResponseError, KeyError):
-                return "unknown"
-        policies = {str(r.get("maxmemory-policy", "unknown")) for r in replies.values()}
-        return sorted(policies - {"noeviction"})[0] if policies - {"noeviction"} else "noeviction"
+        """The maxmemory-policy ('unknown' where the server does not report it)."""
+        return self.memory().policy
 
     def task_record(self, qk: QueueKeys, task_id: str) -> dict[str, str] | None:
         with self.translated():

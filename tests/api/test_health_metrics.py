@@ -127,6 +127,16 @@ def test_readyz_names_an_evicting_policy(make, redis_server):
     assert api.simulate_get("/healthz").status_code == 200
 
 
+def test_readyz_reads_the_policy_where_config_is_refused(make, redis_server):
+    """ElastiCache refuses CONFIG: the policy read 'unknown' and an evicting server
+    passed /readyz and the workers' check. It comes from INFO memory now."""
+    _, port = redis_server("--maxmemory-policy", "allkeys-lru", "--rename-command", "CONFIG", "")
+    api, client, _ = make(f"redis://127.0.0.1:{port}/0")
+    assert client.broker.eviction_policy() == "allkeys-lru"
+    resp = api.simulate_get("/readyz")
+    assert resp.status_code == 503 and "allkeys-lru" in resp.json["detail"]
+
+
 def test_readyz_is_not_ready_while_redis_refuses_writes(make, redis_server):
     """Before: /readyz said ready whenever Redis answered PING, even when every
     submission was refused (a read-only replica; out of memory under noeviction)."""
@@ -298,3 +308,16 @@ def test_stats_hash_parsing_skips_junk():
     )
     assert counters == {"processed": {"a": 4}, "failed": {}, "retried": {}, "dead": {"b": 2}}
     assert duration_histograms({"a:count": "1", "a:zzz": "1", "a:1": "1"})["a"].count == 1
+
+
+def test_metrics_export_redis_memory_for_the_near_maxmemory_alert(make, redis_server):
+    _, port = redis_server("--maxmemory", "50mb", "--maxmemory-policy", "noeviction")
+    api, client, _ = make(f"redis://127.0.0.1:{port}/0")
+    text = api.simulate_get("/metrics").text
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith(("dtqs_redis_memory_used_bytes ", "dtqs_redis_maxmemory_bytes "))
+    }
+    assert values["dtqs_redis_maxmemory_bytes"] == 50 * 2**20
+    assert 0 < values["dtqs_redis_memory_used_bytes"] < values["dtqs_redis_maxmemory_bytes"]

@@ -68,6 +68,16 @@ def test_emf_line_is_one_cloudwatch_document_per_queue():
         "CompletionRate": 3.0, "SuggestedWorkers": 2,
     }  # fmt: skip
     assert doc["Queue"] == "mail"
+    assert "Deployment" not in doc
+
+
+def test_emf_line_carries_the_deployment_dimension_when_named():
+    """Without it, staging and prod in one account and region published one series
+    and each autoscaler followed the other's backlog."""
+    stats = QueueStats("mail", {"high": 1}, 0, 0, 0, False, 0.0)
+    doc = json.loads(emf_line(stats, 1, "prod"))
+    assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Deployment", "Queue"]]
+    assert (doc["Deployment"], doc["Queue"]) == ("prod", "mail")
 
 
 @pytest.mark.parametrize(

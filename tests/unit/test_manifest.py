@@ -640,6 +640,19 @@ def test_api_token_problems(project: Path) -> None:
     assert any("dtqs.yaml:12: api.tokens.d.token" in p and "same token" in p for p in found)
 
 
+def test_placeholder_tokens_from_the_example_files_are_refused(project: Path) -> None:
+    """The deployment examples ship `change-me…` values long enough to pass as tokens:
+    a deployment that kept one would accept a token printed in this repository."""
+    text = BASE + textwrap.dedent("""\
+        api:
+          tokens:
+            ci: {token: "${CI_TOKEN}", scope: submit}
+        """)
+    env = {"CI_TOKEN": "Change-Me-ci-token-00000000"}
+    (found,) = problems(project, text, environ=env)
+    assert "dtqs.yaml:9: api.tokens.ci.token: change-me…: a placeholder" in found, found
+
+
 def test_redis_wait_replicas(project: Path) -> None:
     assert load_manifest(write(project, BASE), environ={}).wait_replicas == 0
     text = BASE + "redis: {url: 'redis+cluster://h:1', wait_replicas: 1, wait_timeout: 250ms}\n"
