@@ -18,6 +18,7 @@ import falcon
 
 from dtqs.api import admin, compat, errors, health, media, metrics, openapi, tasks
 from dtqs.api.auth import Auth
+from dtqs.api.health import ReadinessCheck
 from dtqs.runtime.client import Client, make_broker
 from dtqs.runtime.manifest import Manifest, load_manifest, resolve_config_path
 from dtqs.runtime.reloader import ManifestReloader
@@ -37,6 +38,10 @@ class ApiState:
     started_at: float = field(default_factory=time.time)
     reload_error: str | None = None  #: the last failed reload, shown by /readyz
     reload_failures: int = 0  #: failed reloads since start (dtqs_reload_failures_total)
+    #: /readyz's background check (`dtqs api`); None: worked out per request
+    readiness: ReadinessCheck | None = None
+    #: set when the server drains (SIGTERM): long-polls answer at once
+    draining: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.long_polls = threading.BoundedSemaphore(self.manifest.api.max_long_polls)

@@ -22,6 +22,16 @@ of them:
 - **Lingering close.** After such an answer the connection closes only once the client's
   remaining body is read and dropped (bounded), so that a client that writes its whole
   body before reading gets the 413 instead of a connection reset.
+- **A request must arrive within REQUEST_TIMEOUT_S.** The idle timeout of a kept-alive
+  connection is long (75 s, above the load balancers' own, or they race it into 502s),
+  and waitress has one timeout for both; a client that starts a request and then
+  trickles or goes silent is dropped after REQUEST_TIMEOUT_S instead (as nginx's
+  client_header_timeout): slowloris sockets do not hold connections for 75 s.
+- **Probes never queue.** `GET /healthz` (and the prototype's `/health`) are answered on
+  the server's I/O thread as soon as they are read, not queued behind application
+  requests for a worker thread: with every thread busy (long requests, a slow Redis),
+  a liveness probe would otherwise time out and get a healthy API restarted. Only
+  paths whose handlers never block belong here (`INLINE_PATHS`).
 """
 
 from __future__ import annotations
@@ -53,9 +63,19 @@ log = logging.getLogger("dtqs.api")
 LINGER_BYTES = 16 * 1024 * 1024
 #: Longest time a connection lingers after a refusal, reading the rest of the body.
 LINGER_S = 10.0
+#: Longest time from a request's first byte until it is read whole (headers and body).
+REQUEST_TIMEOUT_S = 30.0
+#: Paths answered on the I/O thread (their handlers never block: no Redis, no I/O).
+INLINE_PATHS = frozenset({"/healthz", "/health"})
 
 
-def create_server(app: Any, *, max_body_bytes: int, **adjustments: Any) -> Any:
+def create_server(
+    app: Any,
+    *,
+    max_body_bytes: int,
+    inline_paths: frozenset[str] = INLINE_PATHS,
+    **adjustments: Any,
+) -> Any:
     """A waitress server (as `waitress.create_server`) whose connections are guarded.
 
     Raises what waitress raises when it cannot listen (OSError, ValueError); every
@@ -78,7 +98,41 @@ def create_server(app: Any, *, max_body_bytes: int, **adjustments: Any) -> Any:
     for dispatcher in sockets.values():
         if isinstance(dispatcher, BaseWSGIServer):
             dispatcher.channel_class = GuardedChannel
+            dispatcher.add_task = FastLane(dispatcher.add_task, inline_paths)
+            dispatcher.maintenance = Maintenance(dispatcher)
     return server
+
+
+class Maintenance:
+    """A listener's maintenance (every cleanup_interval): waitress's idle timeout, plus
+    REQUEST_TIMEOUT_S for a request begun and not read whole."""
+
+    def __init__(self, listener: Any) -> None:
+        self.listener = listener
+        self.idle = listener.maintenance
+
+    def __call__(self, now: float) -> None:
+        self.idle(now)
+        late = time.monotonic() - REQUEST_TIMEOUT_S
+        for channel in list(self.listener.active_channels.values()):
+            begun = getattr(channel, "request_begun", None)
+            if begun is not None and begun < late and channel.request is not None:
+                channel.will_close = True
+
+
+class FastLane:
+    """A listener's add_task: a probe read on the I/O thread is marked to be answered
+    there (GuardedChannel.received), everything else goes to waitress's thread pool."""
+
+    def __init__(self, queue: Any, paths: frozenset[str]) -> None:
+        self.queue = queue
+        self.paths = paths
+
+    def __call__(self, channel: Any) -> None:
+        if isinstance(channel, GuardedChannel) and channel.inline_now(self.paths):
+            channel.inline_due = True
+        else:
+            self.queue(channel)
 
 
 class GuardedParser(HTTPRequestParser):
@@ -178,6 +232,39 @@ class GuardedChannel(HTTPChannel):
     linger_left = 0
     #: time.monotonic() past which the connection closes even if the client still sends.
     linger_until = 0.0
+    #: Inside received(), on the I/O thread (where FastLane may mark a probe).
+    receiving = False
+    #: A probe to answer on the I/O thread once received() has parsed it.
+    inline_due = False
+    #: time.monotonic() of the first byte of the request being read (None: none is).
+    request_begun: float | None = None
+
+    def inline_now(self, paths: frozenset[str]) -> bool:
+        """Whether the request just read is a probe to answer here, on the I/O thread:
+        read inside received(), alone (nothing queued before it on this connection)."""
+        if not self.receiving or len(self.requests) != 1:
+            return False
+        request = self.requests[0]
+        return (
+            request.error is None and request.command in ("GET", "HEAD") and request.path in paths
+        )
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and data:
+            self.request_begun = time.monotonic()
+        self.receiving = True
+        try:
+            more = bool(super().received(data))
+        finally:
+            self.receiving = False
+        if self.request is None:  # read whole (or none begun): no request timeout runs
+            self.request_begun = None
+        if self.inline_due:
+            # NOTE: after received(), which holds requests_lock (service() takes it too).
+            # The answer is a few hundred bytes: write_soon never waits for a flush here.
+            self.inline_due = False
+            self.service()
+        return more
 
     def service(self) -> None:
         request = self.requests[0]

@@ -154,7 +154,8 @@ class Task:
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         try:
-            return self.state.client.watch(task_id, wait_s)
+            # NOTE: a draining server (SIGTERM) answers its long-polls at once.
+            return self.state.client.watch(task_id, wait_s, stop=self.state.draining)
         finally:
             slots.release()
 

@@ -216,6 +216,7 @@ def run(
 
     api_argv = ["api", "--config", str(manifest.path), "--host", host, "--port", str(port)]
     api_argv += ["--log-level", log_level, "--reload"] + (["--insecure"] if insecure else [])
+    api_argv += ["--drain", "5"]  # NOTE: Ctrl-C in development: stop soon
     scheduler_argv = ["scheduler", "--config", str(manifest.path), "--log-level", log_level]
     scheduler_argv += ["--reload"]
     # Hot reload is always on: this supervisor prints each reload error in full once.
@@ -235,39 +236,30 @@ def run(
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 1024), default=8, show_default=True)
 @click.option("--insecure", is_flag=True, help="Serve beyond loopback without API tokens.")
+@click.option(
+    "--idle-timeout", type=click.FloatRange(1), default=75.0, show_default=True,
+    help="Seconds an idle connection is kept: above the idle timeout of any proxy in front.",
+)  # fmt: skip
+@click.option(
+    "--drain", type=click.FloatRange(0), default=20.0, show_default=True,
+    help="Seconds requests in flight get to finish after SIGTERM.",
+)  # fmt: skip
 @reload_option
 @log_option
 def api(
     config: str | None,
     redis_url: str | None,
-    host: str,
-    port: int,
-    threads: int,
-    insecure: bool,
-    reload: bool,
     log_level: str,
+    **options: Any,
 ) -> None:
-    """Serve the REST API with waitress."""
-    from dtqs.api.app import ApiState, api_client, create_app, manifest_reloader
-    from dtqs.api.server import check_exposure, serve
+    """Serve the REST API with waitress (SIGTERM drains it)."""
+    from dtqs.api.server import ServeOptions, run_api
     from dtqs.runtime.process import die_with_parent
 
     die_with_parent()
     logs.setup("api", log_level)
-    manifest = load_reloadable(config, reload)
-    check_exposure(manifest, host, insecure)
-    state = ApiState(api_client(manifest, redis_url, threads))
-    reloader = manifest_reloader(state) if reload else None
-    if reloader is not None:
-        reloader.start()
-    # NOTE: long-polls wait on threads of their own, so that --threads stay free for
-    # submissions and probes however many clients wait (api.max_long_polls).
-    threads += manifest.api.max_long_polls
-    try:
-        serve(create_app(state), manifest, host, port, threads)
-    finally:
-        if reloader is not None:
-            reloader.stop()
+    manifest = load_reloadable(config, options["reload"])
+    run_api(manifest, redis_url, ServeOptions(**options))
 
 
 @cli.command()

@@ -381,9 +381,12 @@ class Client(Inspection):
             raise WaitTimeoutError(f"task {task_id} is still {info.state} after {timeout:g}s")
         return info
 
-    def watch(self, task_id: str, timeout_s: float) -> TaskInfo | None:
-        """The task once it reaches a final state, or as it is after `timeout_s`; None
-        when there is no such task. Woken by the engine's notification, not by polling
+    def watch(
+        self, task_id: str, timeout_s: float, stop: threading.Event | None = None
+    ) -> TaskInfo | None:
+        """The task once it reaches a final state, or as it is after `timeout_s` (or
+        once `stop` is set and the waiters woken: a draining server); None when there
+        is no such task. Woken by the engine's notification, not by polling
         (runtime/waiting.py: the one implementation of waiting)."""
         queue = queue_of(task_id) if isinstance(task_id, str) else None
         if queue is None:
@@ -393,7 +396,7 @@ class Client(Inspection):
             while True:
                 info = self.get(task_id)
                 left = deadline - time.monotonic()
-                if info is None or info.finished or left <= 0:
+                if info is None or info.finished or left <= 0 or (stop and stop.is_set()):
                     return info
                 event.wait(left)
                 event.clear()

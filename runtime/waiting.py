@@ -80,6 +80,13 @@ class TaskWaiter:
                     if not same:
                         del self._waits[task_id]
 
+    def wake_all(self) -> None:
+        """Wake every waiter now (each reads its task again and decides)."""
+        with self._lock:
+            for waits in self._waits.values():
+                for wait in waits:
+                    wait.event.set()
+
     def waiting(self) -> int:
         """How many waits are registered now."""
         with self._lock:
