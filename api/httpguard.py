@@ -98,8 +98,9 @@ def create_server(
     for dispatcher in sockets.values():
         if isinstance(dispatcher, BaseWSGIServer):
             dispatcher.channel_class = GuardedChannel
-            dispatcher.add_task = FastLane(dispatcher.add_task, inline_paths)
-            dispatcher.maintenance = Maintenance(dispatcher)
+            # NOTE: per listener instance: waitress picks the listener's class itself.
+            dispatcher.add_task = FastLane(dispatcher.add_task, inline_paths)  # type: ignore[method-assign,assignment]
+            dispatcher.maintenance = Maintenance(dispatcher)  # type: ignore[method-assign]
     return server
 
 
@@ -244,7 +245,7 @@ class GuardedChannel(HTTPChannel):
         read inside received(), alone (nothing queued before it on this connection)."""
         if not self.receiving or len(self.requests) != 1:
             return False
-        request = self.requests[0]
+        request: Any = self.requests[0]  # NOTE: types-waitress has command as bytes; a str
         return (
             request.error is None and request.command in ("GET", "HEAD") and request.path in paths
         )
