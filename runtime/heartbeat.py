@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from dtqs.runtime.errors import DtqsError
+from dtqs.runtime.scalein import BusySignal
 from dtqs.runtime.worker import Worker, rss_mb
 
 log = logging.getLogger("dtqs.worker")
@@ -61,8 +62,11 @@ class Loop:
 class Heartbeat:
     """Lease renewal, timeouts, worker registry and recycling for one Worker."""
 
-    def __init__(self, worker: Worker, interval_s: float | None = None) -> None:
+    def __init__(
+        self, worker: Worker, interval_s: float | None = None, busy: BusySignal | None = None
+    ) -> None:
         self.worker = worker
+        self.busy = busy  #: tells the supervisor when leases are held (scale-in protection)
         shortest = min(r.spec.visibility_timeout_s for r in worker.runners)
         self.interval_s = (
             interval_s
@@ -91,6 +95,8 @@ class Heartbeat:
     def tick(self) -> None:
         w = self.worker
         w.expire_overdue()
+        if self.busy is not None:
+            self.busy.update(w.in_flight() > 0)
         now = time.monotonic()
         if now < self._next_beat:
             return

@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dtqs.runtime.scalein import BUSY_FD_ENV
+
 log = logging.getLogger("dtqs.pool")
 
 #: Respawn delay after a child crashed, doubled per crash in a row up to the max.
@@ -48,6 +50,8 @@ class Child:
     proc: subprocess.Popen[bytes]
     started: float
     retiring: bool = False  #: told to stop (reload, shutdown): not respawned
+    busy_fd: int = -1  #: read end of its busy pipe (-1: none; see runtime/scalein.py)
+    busy: bool = False  #: holds leased tasks, as it last said
 
 
 class WorkerPool:
@@ -59,8 +63,12 @@ class WorkerPool:
         processes: int,
         grace_s: float,
         env: dict[str, str] | None = None,
+        *,
+        busy_pipes: bool = False,
     ) -> None:
+        """``busy_pipes``: each child tells when it becomes busy or idle (busy())."""
         self.args = list(args)
+        self.busy_pipes = busy_pipes
         self.processes = processes
         self.grace_s = grace_s
         self.env = env
@@ -73,10 +81,35 @@ class WorkerPool:
         env = dict(os.environ if self.env is None else self.env)
         env["DTQS_PARENT_PID"] = str(os.getpid())
         cmd = [sys.executable, "-m", "dtqs.runtime.process", *self.args, "--index", str(index)]
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-        child = Child(index, proc, time.monotonic())
+        read_fd, write_fd = os.pipe() if self.busy_pipes else (-1, -1)
+        if self.busy_pipes:
+            env[BUSY_FD_ENV] = str(write_fd)
+            os.set_blocking(read_fd, False)
+        try:
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                    pass_fds=(write_fd,) if self.busy_pipes else ())  # fmt: skip
+        finally:
+            if self.busy_pipes:
+                os.close(write_fd)
+        child = Child(index, proc, time.monotonic(), busy_fd=read_fd)
         self.children.append(child)
         return child
+
+    def busy(self) -> bool:
+        """Whether any live child holds leased tasks (from what each last said)."""
+        for child in self.children:
+            if child.busy_fd < 0:
+                continue
+            try:
+                said = os.read(child.busy_fd, 64)
+            except BlockingIOError:
+                continue
+            if said:
+                child.busy = said.endswith(b"1")
+            else:  # the child is gone
+                os.close(child.busy_fd)
+                child.busy_fd, child.busy = -1, False
+        return any(c.busy for c in self.children)
 
     def start(self) -> None:
         for i in range(self.processes):

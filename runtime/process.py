@@ -21,6 +21,7 @@ from dtqs.runtime.handlers import check_handlers
 from dtqs.runtime.heartbeat import Heartbeat, Sweep
 from dtqs.runtime.manifest import load_manifest
 from dtqs.runtime.redis.broker import Broker
+from dtqs.runtime.scalein import BusySignal
 from dtqs.runtime.worker import Worker
 
 log = logging.getLogger("dtqs.worker")
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     # outage) serves once it answers. Anything they raise is a bug: the process exits
     # non-zero and the supervisor starts a new one, instead of idling here for good.
     worker.start()
-    heartbeat, sweep = Heartbeat(worker), Sweep(worker)
+    heartbeat, sweep = Heartbeat(worker, busy=BusySignal.from_env(os.environ)), Sweep(worker)
     heartbeat.start()
     sweep.start()
     log.info(

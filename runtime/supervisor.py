@@ -34,6 +34,7 @@ from dtqs.runtime.manifest import Manifest, load_manifest
 from dtqs.runtime.pool import WorkerPool
 from dtqs.runtime.redis.broker import Broker
 from dtqs.runtime.reloader import PoolReloader
+from dtqs.runtime.scalein import Protector
 
 log = logging.getLogger("dtqs.run")
 
@@ -108,6 +109,7 @@ class Supervisor:
         self.reloader: PoolReloader | None = None
         self.to_wake: set[str] = set()  #: functions back after a reload (see wake_parked)
         self.stop_requests = 0
+        self.protector: Protector | None = None  #: ECS scale-in protection, on ECS
         self._sig_r = -1
         self._url = ""
 
@@ -187,9 +189,16 @@ class Supervisor:
 
     def run(self) -> int:
         o = self.options
+        try:
+            self.protector = Protector.from_env(os.environ)
+        except ValueError as exc:
+            raise DtqsError(str(exc), code="invalid") from None
         self._listen()
         self._url = self.redis_url()
-        self.pool = WorkerPool(self.pool_args(), o.processes, self.grace_s(), self.child_env())
+        self.pool = WorkerPool(self.pool_args(), o.processes, self.grace_s(), self.child_env(),
+                               busy_pipes=self.protector is not None)  # fmt: skip
+        if self.protector is not None:
+            self.protector.start()
         started: list[Component] = []
         status = 0
         try:
@@ -216,6 +225,8 @@ class Supervisor:
             while self.pool.alive() and time.monotonic() < deadline:
                 self._tick(0.05)
             clean = self.pool.wait(0)
+            if self.protector is not None:
+                self.protector.stop()
             if self.embedded is not None:
                 self.embedded.stop()
             log.info("stopped%s", "" if clean else " (some worker processes were killed)")
@@ -226,6 +237,8 @@ class Supervisor:
         (its exit status, or 1 when it was killed by a signal)."""
         assert self.pool is not None
         self.pool.poll()
+        if self.protector is not None:
+            self.protector.want(self.pool.busy())
         if self.reloader is not None:
             self.reloader.step()
         if self.to_wake and not any(c.retiring for c in self.pool.children):
