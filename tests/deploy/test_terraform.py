@@ -476,14 +476,15 @@ def test_busy_worker_asks_for_scale_in_protection_for_the_minutes_the_module_set
         )
         worker = procs.spawn(["worker", "--processes", "1", "--queues", "default"], p.root, env)
         with Client(redis_url=redis_url, config=p.config) as client:
-            client.submit("echo", {})
-        deadline = time.monotonic() + 30
+            task_id = client.submit("echo", {})
+            assert client.wait(task_id, timeout=30).state == "succeeded", procs.output(worker)
+        deadline = time.monotonic() + 5  # the release follows the task's end
         while time.monotonic() < deadline:
-            assert worker.poll() is None, procs.output(worker)[-3000:]
             flags = [s.get("ProtectionEnabled") for s in agent.states]
             if True in flags and False in flags[flags.index(True) :]:
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
+        assert worker.poll() is None, procs.output(worker)[-3000:]
         states = list(agent.states)
         on = [s for s in states if s.get("ProtectionEnabled") is True]
         assert on and all(s.get("ExpiresInMinutes") == 7 for s in on), states
