@@ -22,3 +22,8 @@ output "task_role_name" {
   description = "Role to attach your handlers' AWS permissions to."
   value       = module.dtqs.task_role_name
 }
+
+output "alarm_topic_arn" {
+  description = "SNS topic the alarms notify: subscribe to it."
+  value       = module.dtqs.alarm_topic_arn
+}

@@ -23,9 +23,15 @@ variable "image" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for HTTPS on the ALB; null serves plain HTTP (trials only)."
+  description = "ACM certificate for HTTPS on the ALB; null needs allow_plain_http = true."
   type        = string
   default     = null
+}
+
+variable "allow_plain_http" {
+  description = "Serve plain HTTP without a certificate (trials only: tokens in clear)."
+  type        = bool
+  default     = false
 }
 
 variable "vpc_id" {
@@ -70,8 +76,8 @@ variable "worker_max_count" {
   default     = 10
 }
 
-variable "worker_backlog_per_task" {
-  description = "Autoscaling target: ready tasks per running worker task."
+variable "worker_load_per_task" {
+  description = "Autoscaling target: ready plus leased tasks per running worker task."
   type        = number
   default     = 100
 }
@@ -86,4 +92,16 @@ variable "alb_deletion_protection" {
   description = "Protect the ALB from deletion (set false before destroy)."
   type        = bool
   default     = true
+}
+
+variable "alarm_sns_topic_arn" {
+  description = "SNS topic for the alarms; null creates one (output alarm_topic_arn)."
+  type        = string
+  default     = null
+}
+
+variable "enable_waf" {
+  description = "Attach a WAF web ACL with a per-IP rate limit to the ALB."
+  type        = bool
+  default     = false
 }

@@ -1,7 +1,9 @@
 # Two roles per task definition, both shared by the three services:
 # - the execution role (used by ECS to start a task): pull the image, write the three
 #   log groups, read exactly the secrets injected into the containers;
-# - the task role (the dtqs processes' own identity): no permissions. Attach what your
+# - the task role (the dtqs processes' own identity): only ECS task scale-in protection
+#   of this cluster's tasks, which the worker sets through the ECS agent (the agent
+#   calls UpdateTaskProtection with the task role's credentials). Attach what your
 #   handlers need to the role named in the task_role_name output.
 
 locals {
@@ -77,7 +79,24 @@ resource "aws_iam_role_policy" "execution" {
 
 resource "aws_iam_role" "task" {
   name_prefix        = "${var.name}-dtqs-task-"
-  description        = "dtqs ${var.name}: identity of the dtqs processes; no permissions by default"
+  description        = "dtqs ${var.name}: identity of the dtqs processes; only task scale-in protection by default"
   assume_role_policy = local.ecs_assume_role_policy
   tags               = local.tags
+}
+
+# A busy worker PUTs $ECS_AGENT_URI/task-protection/v1/state; the ECS agent turns that
+# into ecs:UpdateTaskProtection (and a GET into ecs:GetTaskProtection) signed with this
+# role. Without these the agent answers 403 and busy workers are not protected.
+resource "aws_iam_role_policy" "task_protection" {
+  name = "ecs-task-scale-in-protection"
+  role = aws_iam_role.task.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid      = "ProtectOwnClusterTasks"
+      Effect   = "Allow"
+      Action   = ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"]
+      Resource = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/${aws_ecs_cluster.this.name}/*"]
+    }]
+  })
 }

@@ -1,5 +1,5 @@
-# One customer-managed key for the secrets, the log groups and Redis at rest, unless
-# the caller brings one (kms_key_arn).
+# One customer-managed key for the secrets, the log groups, Redis at rest and the alarm
+# topic, unless the caller brings one (kms_key_arn).
 
 locals {
   create_kms  = var.kms_key_arn == null
@@ -8,7 +8,7 @@ locals {
 
 resource "aws_kms_key" "this" {
   count                   = local.create_kms ? 1 : 0
-  description             = "dtqs ${var.name}: secrets, logs, ElastiCache at rest"
+  description             = "dtqs ${var.name}: secrets, logs, ElastiCache at rest, alarm topic"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   tags                    = local.tags
@@ -26,7 +26,8 @@ resource "aws_kms_key" "this" {
         Resource  = "*"
       },
       {
-        # CloudWatch Logs encrypts this module's log groups only.
+        # CloudWatch Logs encrypts this module's log groups only (the WAF's must be
+        # named aws-waf-logs-*, so it cannot live under the prefix).
         Sid       = "CloudWatchLogsForDtqsLogGroups"
         Effect    = "Allow"
         Principal = { Service = "logs.${local.region}.amazonaws.com" }
@@ -34,9 +35,22 @@ resource "aws_kms_key" "this" {
         Resource  = "*"
         Condition = {
           ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.log_group_prefix}/*"
+            "kms:EncryptionContext:aws:logs:arn" = [
+              "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.log_group_prefix}/*",
+              "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.waf_log_group_name}",
+            ]
           }
         }
+      },
+      {
+        # CloudWatch alarms publish to the encrypted alarm topic (alarms.tf), which
+        # needs the key on CloudWatch's behalf (the SNS guide's policy for AWS event
+        # sources). Who may publish to the topic is the topic policy's decision.
+        Sid       = "CloudWatchAlarmsToEncryptedTopic"
+        Effect    = "Allow"
+        Principal = { Service = "cloudwatch.amazonaws.com" }
+        Action    = ["kms:Decrypt", "kms:GenerateDataKey*"]
+        Resource  = "*"
       },
     ]
   })

@@ -55,16 +55,19 @@ output "ecs_cluster_name" {
 
 output "ecs_service_names" {
   description = "ECS service of api, worker and scheduler."
-  value       = { for k, s in aws_ecs_service.this : k => s.name }
+  value       = local.ecs_service_names
 }
 
 output "log_group_names" {
-  description = "CloudWatch log group of api, worker and scheduler (the scheduler's carries the EMF metrics)."
-  value       = { for k, g in aws_cloudwatch_log_group.service : k => g.name }
+  description = "CloudWatch log groups: api, worker and scheduler (the scheduler's carries the EMF metrics), redis-engine-log and redis-slow-log."
+  value = merge(
+    { for k, g in aws_cloudwatch_log_group.service : k => g.name },
+    { for k, g in aws_cloudwatch_log_group.redis : "redis-${k}" => g.name },
+  )
 }
 
 output "task_role_name" {
-  description = "IAM role of the dtqs processes (no permissions): attach what your handlers need."
+  description = "IAM role of the dtqs processes (only ECS task scale-in protection): attach what your handlers need."
   value       = aws_iam_role.task.name
 }
 
@@ -86,4 +89,36 @@ output "vpc_id" {
 output "worker_stop_timeout" {
   description = "stopTimeout of the worker container: seconds between SIGTERM and SIGKILL, above worker_grace_seconds."
   value       = local.worker_stop_timeout
+}
+
+output "api_stop_timeout" {
+  description = "stopTimeout of the API container: seconds between SIGTERM and SIGKILL, above api_drain_seconds."
+  value       = local.api_stop_timeout
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic the CloudWatch alarms notify (created unless alarm_sns_topic_arn was given): subscribe your on-call to it."
+  value       = local.alarm_topic_arn
+}
+
+output "alarm_names" {
+  description = "Names of the module's CloudWatch alarms."
+  value = concat(
+    [for a in aws_cloudwatch_metric_alarm.redis_memory : a.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.redis_replication_lag : a.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.ecs_below_desired : a.alarm_name],
+    [aws_cloudwatch_metric_alarm.alb_target_5xx.alarm_name, aws_cloudwatch_metric_alarm.alb_elb_5xx.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.oldest_task_age : a.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.metrics_missing : a.alarm_name],
+  )
+}
+
+output "waf_web_acl_arn" {
+  description = "The WAF web ACL on the ALB (enable_waf), or null."
+  value       = var.enable_waf ? aws_wafv2_web_acl.api[0].arn : null
+}
+
+output "redis_final_snapshot_name" {
+  description = "Name of the snapshot ElastiCache takes when the replication group is destroyed or replaced."
+  value       = local.redis_final_snapshot
 }

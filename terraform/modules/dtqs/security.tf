@@ -1,6 +1,7 @@
-# Who talks to whom: clients -> ALB -> api:8080; api, worker, scheduler -> Redis:6379;
-# tasks -> HTTPS for ECR, Secrets Manager and CloudWatch Logs (through NAT or VPC
-# endpoints). Nothing else.
+# Who talks to whom: clients -> ALB -> api:8080; your metrics scrapers -> api:8080
+# (/metrics, inside the VPC); api, worker, scheduler -> Redis:6379; tasks -> HTTPS for
+# ECR, Secrets Manager, CloudWatch Logs and the ECS task-protection API (through NAT or
+# VPC endpoints). Nothing else.
 
 resource "aws_security_group" "alb" {
   name_prefix = "${var.name}-alb-"
@@ -81,6 +82,28 @@ resource "aws_vpc_security_group_ingress_rule" "api_from_alb" {
   to_port                      = local.api_port
 }
 
+# Prometheus, an ADOT collector or the CloudWatch agent scrapes /metrics from each API
+# task's private IP on 8080; the ALB does not serve /metrics (alb.tf).
+resource "aws_vpc_security_group_ingress_rule" "api_from_scraper_sgs" {
+  for_each                     = toset(var.metrics_scraper_security_group_ids)
+  security_group_id            = aws_security_group.api.id
+  description                  = "Metrics scraper to the API port (/metrics)"
+  referenced_security_group_id = each.value
+  ip_protocol                  = "tcp"
+  from_port                    = local.api_port
+  to_port                      = local.api_port
+}
+
+resource "aws_vpc_security_group_ingress_rule" "api_from_scraper_cidrs" {
+  for_each          = toset(var.metrics_scraper_cidrs)
+  security_group_id = aws_security_group.api.id
+  description       = "Metrics scraper to the API port (/metrics)"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = local.api_port
+  to_port           = local.api_port
+}
+
 resource "aws_vpc_security_group_egress_rule" "tasks_to_redis" {
   for_each                     = local.task_sgs
   security_group_id            = each.value
@@ -94,7 +117,7 @@ resource "aws_vpc_security_group_egress_rule" "tasks_to_redis" {
 resource "aws_vpc_security_group_egress_rule" "tasks_https" {
   for_each          = local.task_sgs
   security_group_id = each.value
-  description       = "HTTPS to ECR, Secrets Manager and CloudWatch Logs"
+  description       = "HTTPS to ECR, Secrets Manager, CloudWatch Logs and ECS"
   cidr_ipv4         = "0.0.0.0/0"
   ip_protocol       = "tcp"
   from_port         = 443

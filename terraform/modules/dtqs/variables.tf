@@ -124,8 +124,8 @@ variable "environment" {
   default     = {}
 
   validation {
-    condition     = alltrue([for k in keys(var.environment) : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", k)) && !contains(["DTQS_REDIS_URL", "DTQS_CONFIG", "DTQS_CLOUDWATCH_EMF"], k)])
-    error_message = "environment keys must be variable names and must not set DTQS_REDIS_URL (a secret), DTQS_CONFIG (use config_path) or DTQS_CLOUDWATCH_EMF (set on the scheduler)."
+    condition     = alltrue([for k in keys(var.environment) : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", k)) && !contains(["DTQS_REDIS_URL", "DTQS_CONFIG", "DTQS_CLOUDWATCH_EMF", "DTQS_DEPLOYMENT", "DTQS_SCALE_IN_PROTECTION_MINUTES"], k)])
+    error_message = "environment keys must be variable names and must not set DTQS_REDIS_URL (a secret), DTQS_CONFIG (use config_path), DTQS_CLOUDWATCH_EMF or DTQS_DEPLOYMENT (set on the scheduler from name), or DTQS_SCALE_IN_PROTECTION_MINUTES (use worker_scale_in_protection_minutes)."
   }
 }
 
@@ -193,13 +193,91 @@ variable "api_token_names" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for the ALB's HTTPS listener; port 80 then redirects to 443. null serves plain HTTP on port 80: only for trials, since Bearer tokens would cross the network in clear."
+  description = "ACM certificate for the ALB's HTTPS listener; port 80 then redirects to 443. null is refused unless allow_plain_http = true: the API would carry Bearer tokens in clear."
   type        = string
   default     = null
 
   validation {
     condition     = var.certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/.+$", var.certificate_arn))
     error_message = "certificate_arn must be an ACM certificate ARN, or null."
+  }
+}
+
+variable "allow_plain_http" {
+  description = "Without certificate_arn, serve the API in plain HTTP on port 80. Off by default: Bearer tokens and payloads would cross the network in clear. For trials only."
+  type        = bool
+  default     = false
+}
+
+variable "api_drain_seconds" {
+  description = "dtqs api --drain: on SIGTERM the API stops accepting connections, lets in-flight requests finish and answers waiting long-polls, within this many seconds. The API container's stopTimeout is set above it (Fargate allows at most 120 s)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.api_drain_seconds >= 1 && var.api_drain_seconds <= 110 && floor(var.api_drain_seconds) == var.api_drain_seconds
+    error_message = "api_drain_seconds must be a whole number from 1 to 110 (Fargate's stopTimeout is at most 120 s and must exceed the drain)."
+  }
+}
+
+variable "alb_idle_timeout_seconds" {
+  description = "The ALB's idle timeout: it closes a connection on which nothing moved for this long. Must stay above the API's longest long-poll (api.max_wait, 30 s by default) and below api_idle_timeout_seconds."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.alb_idle_timeout_seconds >= 35 && var.alb_idle_timeout_seconds <= 4000 && floor(var.alb_idle_timeout_seconds) == var.alb_idle_timeout_seconds
+    error_message = "alb_idle_timeout_seconds must be a whole number from 35 (above the API's 30 s long-polls) to 4000 (the ALB's maximum)."
+  }
+}
+
+variable "api_idle_timeout_seconds" {
+  description = "dtqs api --idle-timeout: waitress closes an idle keep-alive connection after this many seconds. It must exceed alb_idle_timeout_seconds, so the ALB, not waitress, closes idle connections; otherwise the ALB can send a request on a connection waitress is closing and answer 502."
+  type        = number
+  default     = 75
+
+  validation {
+    condition     = var.api_idle_timeout_seconds >= 1 && var.api_idle_timeout_seconds <= 4100 && floor(var.api_idle_timeout_seconds) == var.api_idle_timeout_seconds
+    error_message = "api_idle_timeout_seconds must be a whole number from 1 to 4100."
+  }
+}
+
+variable "metrics_scraper_security_group_ids" {
+  description = "Security groups (e.g. of Prometheus or an ADOT collector in the VPC) allowed to reach the API tasks on 8080 to scrape /metrics. The ALB never serves /metrics."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.metrics_scraper_security_group_ids : can(regex("^sg-[0-9a-f]{8,17}$", id))])
+    error_message = "metrics_scraper_security_group_ids must be security group ids (sg-...)."
+  }
+}
+
+variable "metrics_scraper_cidrs" {
+  description = "IPv4 CIDR blocks (inside the VPC or peered networks) allowed to reach the API tasks on 8080 to scrape /metrics."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.metrics_scraper_cidrs : can(cidrhost(c, 0)) && strcontains(c, "/") && c != "0.0.0.0/0"])
+    error_message = "metrics_scraper_cidrs must be IPv4 CIDR blocks, and not 0.0.0.0/0."
+  }
+}
+
+variable "enable_waf" {
+  description = "Attach an AWS WAF web ACL to the ALB: a rate-based rule per client IP (waf_rate_limit) and AWS's known-bad-inputs rule group, with its logs in CloudWatch. Off by default; see terraform/README.md."
+  type        = bool
+  default     = false
+}
+
+variable "waf_rate_limit" {
+  description = "With enable_waf: requests one client IP may send in any 5 minutes before WAF blocks it (until its rate falls again). Size it above your busiest producer behind one NAT address."
+  type        = number
+  default     = 10000
+
+  validation {
+    condition     = var.waf_rate_limit >= 100 && var.waf_rate_limit <= 2000000000 && floor(var.waf_rate_limit) == var.waf_rate_limit
+    error_message = "waf_rate_limit must be a whole number from 100 to 2,000,000,000 requests per 5 minutes."
   }
 }
 
@@ -240,24 +318,46 @@ variable "alb_access_logs_bucket" {
 # --- workers and autoscaling -------------------------------------------------------
 
 variable "queues" {
-  description = "Queues the worker service serves (dtqs worker --queues) and whose Backlog metric drives its autoscaling. Names as in dtqs.yaml."
+  description = "Queues the worker service serves (dtqs worker --queues) and whose Backlog and InFlight metrics drive its autoscaling. Names as in dtqs.yaml. At most 4: target tracking watches its metric through CloudWatch alarms, which take at most 10 metrics (two per queue, plus the running task count)."
   type        = list(string)
   default     = ["default"]
 
   validation {
-    condition     = length(var.queues) >= 1 && length(var.queues) <= 20 && alltrue([for q in var.queues : can(regex("^[a-z][a-z0-9_-]{0,63}$", q))])
-    error_message = "queues must list 1 to 20 queue names matching ^[a-z][a-z0-9_-]*$ (dtqs's queue-name rule)."
+    condition     = length(var.queues) >= 1 && length(var.queues) <= 4 && length(distinct(var.queues)) == length(var.queues) && alltrue([for q in var.queues : can(regex("^[a-z][a-z0-9_-]{0,63}$", q))])
+    error_message = "queues must list 1 to 4 distinct queue names matching ^[a-z][a-z0-9_-]*$ (dtqs's queue-name rule); 4 because the scaling metric's alarm takes at most 10 CloudWatch metrics (Backlog and InFlight per queue, plus RunningTaskCount)."
   }
 }
 
 variable "worker_grace_seconds" {
-  description = "dtqs worker --grace: seconds running tasks get to finish after SIGTERM. The container's stopTimeout is set above it (Fargate allows at most 120 s), so it must leave room."
+  description = "dtqs worker --grace: seconds running tasks get to finish after SIGTERM; the rest are released to their queues and run again on another worker. The container's stopTimeout is set above it (Fargate allows at most 120 s), so it must leave room."
   type        = number
   default     = 30
 
   validation {
     condition     = var.worker_grace_seconds >= 1 && var.worker_grace_seconds <= 110 && floor(var.worker_grace_seconds) == var.worker_grace_seconds
     error_message = "worker_grace_seconds must be a whole number from 1 to 110 (Fargate's stopTimeout is at most 120 s and must exceed the grace)."
+  }
+}
+
+variable "worker_stop_timeout_seconds" {
+  description = "stopTimeout of the worker container: seconds between SIGTERM and SIGKILL. null: worker_grace_seconds + 15, at most 120. Must leave at least 5 s after the grace for the worker to release unfinished tasks."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.worker_stop_timeout_seconds == null || try(var.worker_stop_timeout_seconds >= 2 && var.worker_stop_timeout_seconds <= 120 && floor(var.worker_stop_timeout_seconds) == var.worker_stop_timeout_seconds, false)
+    error_message = "worker_stop_timeout_seconds must be a whole number from 2 to 120 (Fargate's maximum), or null."
+  }
+}
+
+variable "worker_scale_in_protection_minutes" {
+  description = "DTQS_SCALE_IN_PROTECTION_MINUTES: while a worker task holds leased tasks it asks ECS to protect it from scale-in and deployments for this long, renewed while it stays busy, released when it is idle."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.worker_scale_in_protection_minutes >= 1 && var.worker_scale_in_protection_minutes <= 2880 && floor(var.worker_scale_in_protection_minutes) == var.worker_scale_in_protection_minutes
+    error_message = "worker_scale_in_protection_minutes must be a whole number from 1 to 2880 (ECS allows 48 hours at most)."
   }
 }
 
@@ -294,14 +394,14 @@ variable "worker_max_count" {
   }
 }
 
-variable "worker_backlog_per_task" {
-  description = "Target of the worker autoscaling: ready tasks (dtqs Backlog, summed over queues) per running worker task. Roughly: tasks one worker task finishes in the delay you accept."
+variable "worker_load_per_task" {
+  description = "Target of the worker autoscaling: dtqs Backlog (ready) plus InFlight (leased) tasks, summed over the queues, per running worker task. Set it to the slots of one worker task (processes x concurrency) plus the backlog per task you accept waiting."
   type        = number
   default     = 100
 
   validation {
-    condition     = var.worker_backlog_per_task > 0
-    error_message = "worker_backlog_per_task must be positive."
+    condition     = var.worker_load_per_task > 0
+    error_message = "worker_load_per_task must be positive."
   }
 }
 
@@ -374,13 +474,35 @@ variable "redis_node_count" {
 }
 
 variable "redis_snapshot_retention_days" {
-  description = "Days of daily snapshots kept (0 turns backups off)."
+  description = "Days of daily snapshots kept (0 turns daily backups off; the final snapshot on destroy is taken regardless)."
   type        = number
   default     = 7
 
   validation {
     condition     = var.redis_snapshot_retention_days >= 0 && var.redis_snapshot_retention_days <= 35
     error_message = "redis_snapshot_retention_days must be from 0 to 35."
+  }
+}
+
+variable "redis_snapshot_window" {
+  description = "Daily UTC window of the automatic snapshot (hh:mm-hh:mm, at least 60 minutes); it must not overlap the maintenance window (redis_maintenance_window)."
+  type        = string
+  default     = "03:00-04:00"
+
+  validation {
+    condition     = can(regex("^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$", var.redis_snapshot_window))
+    error_message = "redis_snapshot_window must look like 03:00-04:00 (UTC)."
+  }
+}
+
+variable "redis_maintenance_window" {
+  description = "Weekly UTC maintenance window of the replication group (ddd:hh:mm-ddd:hh:mm). Failovers for maintenance happen in it: dtqs answers 503 with Retry-After meanwhile."
+  type        = string
+  default     = "sun:05:00-sun:06:00"
+
+  validation {
+    condition     = can(regex("^(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]-(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]$", var.redis_maintenance_window))
+    error_message = "redis_maintenance_window must look like sun:05:00-sun:06:00 (UTC)."
   }
 }
 
@@ -420,12 +542,44 @@ variable "secret_recovery_window_days" {
 }
 
 variable "log_retention_days" {
-  description = "Retention of the CloudWatch log groups (services, Redis slow log, VPC flow logs)."
+  description = "Retention of the CloudWatch log groups (services, Redis engine and slow logs, WAF, VPC flow logs)."
   type        = number
   default     = 30
 
   validation {
     condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
     error_message = "log_retention_days must be a value CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653."
+  }
+}
+
+# --- alarms ------------------------------------------------------------------------
+
+variable "alarm_sns_topic_arn" {
+  description = "SNS topic every CloudWatch alarm of the module notifies (on ALARM and on OK). null: the module creates a KMS-encrypted topic (alarm_topic_arn output); subscribe to it."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alarm_sns_topic_arn == null || can(regex("^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$", var.alarm_sns_topic_arn))
+    error_message = "alarm_sns_topic_arn must be an SNS topic ARN, or null."
+  }
+}
+
+variable "alarm_thresholds" {
+  description = "Thresholds of the CloudWatch alarms; any attribute left out keeps its default."
+  type = object({
+    redis_memory_percent          = optional(number, 80)  # DatabaseMemoryUsagePercentage of any node
+    redis_replication_lag_seconds = optional(number, 30)  # ReplicationLag of any replica
+    oldest_task_age_seconds       = optional(number, 900) # dtqs OldestTaskAgeSeconds of any queue
+    alb_5xx_per_5_minutes         = optional(number, 10)  # 5xx answers (targets, and the ALB itself)
+  })
+  default = {}
+
+  validation {
+    condition = (var.alarm_thresholds.redis_memory_percent > 0 && var.alarm_thresholds.redis_memory_percent < 100
+      && var.alarm_thresholds.redis_replication_lag_seconds > 0
+      && var.alarm_thresholds.oldest_task_age_seconds > 0
+    && var.alarm_thresholds.alb_5xx_per_5_minutes >= 0)
+    error_message = "alarm_thresholds: redis_memory_percent must be between 0 and 100, the others positive (alb_5xx_per_5_minutes may be 0)."
   }
 }
