@@ -7,23 +7,39 @@
 # COPY your own over it. Build from the repository root: `docker build -t dtqs .`
 # See deploy/README.md.
 
-# --- build: install dtqs and its dependencies into a venv (all are binary wheels) ---
-FROM python:3.11-slim-bookworm AS build
+# Base images are pinned by digest (a tag can be re-pointed; a digest names the same
+# bytes for good): python:3.11-slim-bookworm as published on Docker Hub, Python 3.11.16,
+# a multi-arch index (linux/amd64 and linux/arm64). The digest was taken from public
+# repositories that pin it (The-Wormhole-Suite/wormhole-observatory's Dockerfile and
+# others), not resolved from the registry: check it with
+# `docker buildx imagetools inspect python:3.11-slim-bookworm` when you bump it, and
+# keep both stages on the same one (the venv's interpreter is the runtime's).
+
+# --- build: dtqs and its dependencies in a venv (every one a binary wheel) ---
+FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91 AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# Dependencies first, from the hashed lock (deploy/lock.sh writes it): the same files
+# on every build, any file that differs from its hash is refused, and binary wheels
+# only (no compiler here). This layer is cached until the lock changes: a change to
+# dtqs's code does not reinstall them.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock
+# Then dtqs itself, without dependencies (all are in the lock) and built with the
+# lock's setuptools rather than whatever an isolated build would fetch.
 # Only what `pip install .` reads: pyproject's package-dir folders and its readme.
 COPY pyproject.toml README.md ./
 COPY dtqs dtqs
 COPY runtime runtime
 COPY api api
 COPY schemas schemas
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation .
 
 # --- runtime: the venv, the project, tini; no compiler, no pip cache, not root ---
-FROM python:3.11-slim-bookworm
+FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 # tini is PID 1: it forwards SIGTERM (and a second one) straight to dtqs, and reaps
 # orphans. dtqs reaps only its own children, while handler code may start
 # subprocesses that outlive their worker process and would otherwise pile up as

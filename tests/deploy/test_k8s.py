@@ -2,45 +2,69 @@
 really serves and exports.
 
 Rendering is `kubectl kustomize`; built-in kinds are checked with kubernetes-validate
-(strict: unknown fields are errors) and the KEDA ScaledObject with jsonschema against
-deploy/k8s/schemas/keda-scaledobject.schema.json. A missing tool fails the test with how
-to get it: these checks are CI's only guard for files no cluster runs here. The rest
-asserts the wiring a cluster would only reveal at run time: probe paths, the grace
-relation, selectors, Secret and ConfigMap keys, metric names, and the project copy.
+(strict: unknown fields are errors) and the custom resources (KEDA ScaledObject, the
+Prometheus Operator's PodMonitor and PrometheusRule) with jsonschema against the files in
+deploy/k8s/schemas/. A missing tool fails the test with how to get it: these checks are
+CI's only guard for files no cluster runs here. The rest asserts the wiring a cluster
+would only reveal at run time: probe timings and paths, the stop window, the grace
+relation, selectors, Secret and ConfigMap keys, network policies, what the Ingress
+routes, the autoscalers' and alerts' queries (evaluated on made-up series, and their
+metric names checked against a real /metrics), image tags, and the project copy.
 """
 
 from __future__ import annotations
 
+import ast
+import base64
 import copy
 import functools
 import http.client
 import json
+import operator
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from falcon import testing
+from falcon.inspect import inspect_routes
+from prometheus_client.parser import text_string_to_metric_families
 
+from dtqs.api.app import ApiState, api_client, create_app
 from dtqs.runtime.cli import cli
+from dtqs.runtime.errors import ManifestError
 from dtqs.runtime.handlers import check_handlers
 from dtqs.runtime.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
-KEDA_SCHEMA = K8S / "schemas" / "keda-scaledobject.schema.json"
+SCHEMAS = K8S / "schemas"
 DOCKERFILE = REPO / "Dockerfile"
 HEALTHCHECK = REPO / "deploy" / "compose" / "healthcheck.py"
 ADAPTER_VALUES = K8S / "hpa-alternative" / "prometheus-adapter" / "values.yaml"
 #: The Kubernetes API version the built-in kinds are validated against.
 KUBE_VERSION = "1.32.0"
-KUSTOMIZATIONS = ("base", "keda", "hpa-alternative")
-AUTOSCALED = ("keda", "hpa-alternative")
+KUSTOMIZATIONS = ("base", "keda", "hpa-alternative", "example")
+AUTOSCALED = ("keda", "hpa-alternative", "example")
+#: The folders a user deploys as they are; only the example overlay creates Secrets.
+WITHOUT_SECRETS = ("base", "keda", "hpa-alternative")
+#: Custom resources and the schema each is checked against (kubernetes-validate has none).
+CRD_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject.schema.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor.schema.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.schema.json",
+}
+#: The namespace everything renders into, and the scrape job the PodMonitor sets: every
+#: autoscaler query and alert selects both, so two deployments never read each other.
+NAMESPACE = "dtqs"
+SCRAPE_JOB = "dtqs-api"
 #: The per-queue autoscaling series dtqs exports on /metrics (label `queue`).
 QUEUE_SERIES = {
     "dtqs_queue_backlog",
@@ -53,7 +77,22 @@ QUEUE_SERIES = {
 #: What the worker autoscalers must read: backlog and age to grow, in-flight so they
 #: never shrink (or go idle) below the tasks being run.
 SCALING_SERIES = {"dtqs_queue_backlog", "dtqs_queue_oldest_age_seconds", "dtqs_queue_in_flight"}
+#: Series that only mean demand while the queue runs: a paused queue's are zeroed.
+PAUSABLE_SERIES = {"dtqs_queue_backlog", "dtqs_queue_oldest_age_seconds"}
+#: Gauges the lead adds to /metrics for the "Redis memory near maxmemory" alert (the
+#: documented names): the rules may name them before the code exports them.
+REDIS_MEMORY_GAUGES = {"dtqs_redis_memory_used_bytes", "dtqs_redis_maxmemory_bytes"}
+#: `dtqs api` options documented for this change (idle timeout, drain on SIGTERM),
+#: with their defaults; the deployment passes both explicitly.
+API_OPTION_DEFAULTS = {"--idle-timeout": 75.0, "--drain": 20.0}
+#: ingress-nginx's default upstream-keepalive-timeout: the API's idle timeout must be
+#: longer, so the proxy (not waitress) closes an idle upstream connection.
+INGRESS_UPSTREAM_KEEPALIVE_S = 60
+#: The API routes that are open (no token) and read Redis: never public.
+PRIVATE_ROUTES = {"/metrics", "/openapi.json"}
 PROJECT_FILES = ("functions/hello.py", "schemas/hello.json")
+#: A closed loopback port: a broker that is never asked.
+NOWHERE = "redis://127.0.0.1:1/0"
 
 
 # --- rendering and lookups ---------------------------------------------------------------
@@ -120,6 +159,25 @@ def option(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
+def cli_options(command: str) -> set[str]:
+    return {opt for p in cli.commands[command].params for opt in p.opts}
+
+
+def runnable(args: list[str]) -> list[str]:
+    """`args` without the documented `dtqs api` options this checkout's CLI lacks yet
+    (--idle-timeout, --drain: the lead's change), so the rest still runs for real."""
+    known = cli_options(args[0])
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in API_OPTION_DEFAULTS and arg not in known:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
 def dockerfile_instruction(name: str) -> str:
     """The one `NAME …` instruction of the repo's Dockerfile (the image the pods run)."""
     lines = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith(name + " ")]
@@ -128,11 +186,29 @@ def dockerfile_instruction(name: str) -> str:
 
 
 def secret_data(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
-    return one(docs, "Secret", name)["stringData"]
+    """A rendered Secret's values, whether written as stringData or (generated) data."""
+    secret = one(docs, "Secret", name)
+    values = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+    values.update(secret.get("stringData", {}))
+    return values
+
+
+def generated(docs: list[dict[str, Any]], kind: str, base_name: str) -> dict[str, Any]:
+    """The one `kind` named `base_name` or `base_name-<hash>` (a kustomize generator's)."""
+    found = [
+        d for d in of_kind(docs, kind)
+        if re.fullmatch(re.escape(base_name) + r"(-[a-z0-9]{10})?", d["metadata"]["name"])
+    ]  # fmt: skip
+    assert len(found) == 1, f"expected one {kind} {base_name}, found {len(found)}"
+    return found[0]
 
 
 def config_map(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
     return one(docs, "ConfigMap", name)["data"]
+
+
+def package_version() -> str:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
 # --- rendering and strict validation -----------------------------------------------------
@@ -143,10 +219,23 @@ def test_kustomization_renders_the_whole_deployment(name: str) -> None:
     docs = render(name)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds.count("Deployment") == 3 and kinds.count("PodDisruptionBudget") == 3
-    assert {"Service", "Ingress", "Secret", "ConfigMap"} <= set(kinds)
-    expected = {"base": None, "keda": "ScaledObject", "hpa-alternative": "HorizontalPodAutoscaler"}
+    assert {"Service", "Ingress", "ConfigMap", "NetworkPolicy"} <= set(kinds)
+    expected = {
+        "base": None,
+        "keda": "ScaledObject",
+        "hpa-alternative": "HorizontalPodAutoscaler",
+        "example": "ScaledObject",
+    }
     autoscalers = [k for k in kinds if k in ("ScaledObject", "HorizontalPodAutoscaler")]
     assert autoscalers == ([expected[name]] if expected[name] else [])
+    monitoring = {"PodMonitor", "PrometheusRule"} & set(kinds)
+    assert monitoring == ({"PodMonitor", "PrometheusRule"} if name == "example" else set())
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_everything_renders_into_one_namespace(name: str) -> None:
+    """The queries and rules select namespace="dtqs": the objects must live there."""
+    assert {d["metadata"].get("namespace") for d in render(name)} == {NAMESPACE}
 
 
 def kubernetes_validate() -> Any:
@@ -157,10 +246,14 @@ def kubernetes_validate() -> Any:
     return kv
 
 
+def is_custom(doc: dict[str, Any]) -> bool:
+    return doc["apiVersion"].split("/")[0] in {"keda.sh", "monitoring.coreos.com"}
+
+
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_builtin_kinds_pass_kubernetes_validate_strict(name: str) -> None:
     kv = kubernetes_validate()
-    builtin = [d for d in render(name) if not d["apiVersion"].startswith("keda.sh/")]
+    builtin = [d for d in render(name) if not is_custom(d)]
     problems = []
     for doc in builtin:
         try:
@@ -168,7 +261,7 @@ def test_builtin_kinds_pass_kubernetes_validate_strict(name: str) -> None:
         except kv.ValidationError as e:
             problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {e.message} at {e.path}")
     assert not problems, "\n".join(problems)
-    assert len(builtin) >= 12
+    assert len(builtin) >= 13
 
 
 def test_kubernetes_validate_is_strict_about_unknown_fields() -> None:
@@ -178,20 +271,29 @@ def test_kubernetes_validate_is_strict_about_unknown_fields() -> None:
     container(api)["livenessProbe"]["httpGet"]["paht"] = "/healthz"
     with pytest.raises(kv.ValidationError, match="paht"):
         kv.validate(api, KUBE_VERSION, strict=True)
+    policy = copy.deepcopy(one(render("base"), "NetworkPolicy", "dtqs-api-ingress"))
+    policy["spec"]["ingress"][0]["form"] = policy["spec"]["ingress"][0].pop("from")
+    with pytest.raises(kv.ValidationError, match="form"):
+        kv.validate(policy, KUBE_VERSION, strict=True)
 
 
-def keda_errors(doc: dict[str, Any]) -> list[str]:
+def crd_errors(doc: dict[str, Any]) -> list[str]:
     from jsonschema import Draft202012Validator
 
-    schema = json.loads(KEDA_SCHEMA.read_text())
+    key = (doc["apiVersion"], doc["kind"])
+    assert key in CRD_SCHEMAS, f"no schema for {key}: add one to deploy/k8s/schemas"
+    schema = json.loads((SCHEMAS / CRD_SCHEMAS[key]).read_text())
     Draft202012Validator.check_schema(schema)
     validator = Draft202012Validator(schema)
     return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
 
 
-def test_scaled_object_matches_the_repo_schema() -> None:
-    scaled = one(render("keda"), "ScaledObject", "dtqs-worker")
-    assert keda_errors(scaled) == []
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_custom_resources_match_the_repo_schemas(name: str) -> None:
+    custom = [d for d in render(name) if is_custom(d)]
+    problems = {f"{d['kind']}/{d['metadata']['name']}": crd_errors(d) for d in custom}
+    assert not any(problems.values()), problems
+    assert len(custom) == {"base": 0, "keda": 1, "hpa-alternative": 0, "example": 3}[name]
 
 
 def test_keda_schema_rejects_what_keda_would() -> None:
@@ -201,13 +303,35 @@ def test_keda_schema_rejects_what_keda_would() -> None:
     bad["spec"]["triggers"][0]["metadata"]["threshold"] = 64
     bad["spec"]["minReplicas"] = 1
     del bad["spec"]["triggers"][1]["metadata"]["query"]
-    errors = "\n".join(keda_errors(bad))
+    errors = "\n".join(crd_errors(bad))
     assert "64 is not of type 'string'" in errors
     assert "'minReplicas' was unexpected" in errors
     assert "'query' is a required property" in errors
 
 
-# --- the API: probes, Service, Ingress ---------------------------------------------------
+def test_monitoring_schemas_reject_what_the_operator_would() -> None:
+    """A duration Prometheus cannot read, an unknown field, a rule both alert and
+    record; a PodMonitor endpoint with a misspelt field."""
+    docs = render("example")
+    rules = copy.deepcopy(one(docs, "PrometheusRule"))
+    rule = rules["spec"]["groups"][0]["rules"][0]
+    rule["for"] = "2 minutes"
+    rule["record"] = "dtqs:redis_up"
+    rules["spec"]["groups"][0]["evaluation"] = "1m"
+    errors = "\n".join(crd_errors(rules))
+    assert "'2 minutes' does not match" in errors
+    assert "'evaluation' was unexpected" in errors
+    assert "is not valid under any of the given schemas" in errors
+    monitor = copy.deepcopy(one(docs, "PodMonitor"))
+    monitor["spec"]["podMetricsEndpoints"][0]["intervall"] = "15s"
+    assert any("'intervall' was unexpected" in e for e in crd_errors(monitor))
+
+
+# --- the API: probes, stopping, Service, Ingress -----------------------------------------
+
+
+def probes(api: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: api[k] for k in ("livenessProbe", "readinessProbe", "startupProbe")}
 
 
 def test_api_probes_use_dtqs_health_endpoints_on_its_port() -> None:
@@ -220,11 +344,53 @@ def test_api_probes_use_dtqs_health_endpoints_on_its_port() -> None:
     assert port == 8080
     (http_port,) = api["ports"]
     assert http_port["containerPort"] == port
-    probes = {k: api[k]["httpGet"] for k in ("livenessProbe", "readinessProbe", "startupProbe")}
-    assert probes["livenessProbe"]["path"] == "/healthz"
-    assert probes["startupProbe"]["path"] == "/healthz"
-    assert probes["readinessProbe"]["path"] == "/readyz"
-    assert {p["port"] for p in probes.values()} == {http_port["name"]}
+    gets = {k: p["httpGet"] for k, p in probes(api).items()}
+    assert gets["livenessProbe"]["path"] == "/healthz"
+    assert gets["startupProbe"]["path"] == "/healthz"
+    assert gets["readinessProbe"]["path"] == "/readyz"
+    assert {p["port"] for p in gets.values()} == {http_port["name"]}
+
+
+def test_api_probe_timings_leave_headroom_and_act_in_time() -> None:
+    """Liveness restarts only after about 30 s of failures, each given 5 s to answer
+    on a loaded node; readiness takes a pod out of the Service within about 10 s; no
+    probe waits longer than its period (Kubernetes' default timeout is 1 s)."""
+    found = probes(container(one(render("base"), "Deployment", "dtqs-api")))
+    for name, probe in found.items():
+        assert probe["timeoutSeconds"] < probe["periodSeconds"], name
+    live, ready, startup = found["livenessProbe"], found["readinessProbe"], found["startupProbe"]
+    assert live["timeoutSeconds"] >= 5
+    assert 25 <= live["periodSeconds"] * live["failureThreshold"] <= 40
+    assert ready["timeoutSeconds"] >= 3
+    assert ready["periodSeconds"] * ready["failureThreshold"] <= 15
+    assert startup["timeoutSeconds"] >= 2
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 30
+
+
+def api_option(args: list[str], name: str) -> float:
+    """A documented `dtqs api` option's value, from the arguments or its default."""
+    return float(option(args, name)) if name in args else API_OPTION_DEFAULTS[name]
+
+
+def test_api_stop_window_covers_endpoint_removal_and_the_drain() -> None:
+    """Stopping: a short preStop sleep (the endpoints drop the pod), then SIGTERM and
+    the API's own --drain; the kubelet's SIGKILL only after both, with margin."""
+    api = one(render("base"), "Deployment", "dtqs-api")
+    args = dtqs_args(api)
+    assert "--drain" in args, "pass --drain explicitly: the stop window is sized on it"
+    drain = api_option(args, "--drain")
+    pre_stop = container(api)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 1 <= pre_stop <= 10, "short: endpoints are removed in seconds"
+    grace = api["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= pre_stop + drain + 5
+
+
+def test_api_idle_timeout_outlasts_the_ingress_keepalive() -> None:
+    """Waitress must not close an idle upstream connection before the ingress
+    controller does (the controller would send a request on it: a 502)."""
+    args = dtqs_args(one(render("base"), "Deployment", "dtqs-api"))
+    assert "--idle-timeout" in args, "pass --idle-timeout explicitly where a proxy sits in front"
+    assert api_option(args, "--idle-timeout") > INGRESS_UPSTREAM_KEEPALIVE_S
 
 
 def test_api_routes_exist_for_the_probe_paths() -> None:
@@ -255,15 +421,127 @@ def test_service_and_ingress_reach_the_api_pods_only() -> None:
     assert chosen == ["dtqs-api"]
     port_names = {p["name"] for p in container(one(docs, "Deployment", "dtqs-api"))["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
-    ingress = one(docs, "Ingress", "dtqs-api")
-    backends = [
-        path["backend"]["service"]
-        for rule in ingress["spec"]["rules"]
-        for path in rule["http"]["paths"]
-    ]
+    backends = [path["backend"]["service"] for path in ingress_paths(docs)]
     service_ports = {p["name"] for p in service["spec"]["ports"]}
     assert backends and all(b["name"] == "dtqs-api" for b in backends)
     assert all(b["port"]["name"] in service_ports for b in backends)
+
+
+def ingress_paths(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ingress = one(docs, "Ingress", "dtqs-api")
+    return [path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+
+
+def prefix_routes(prefix: str, path: str) -> bool:
+    """Kubernetes' `Prefix` match: whole path elements (/v1 routes /v1/x, not /v1x)."""
+    want = prefix.rstrip("/").split("/")
+    return path.rstrip("/").split("/")[: len(want)] == want
+
+
+def api_routes() -> dict[str, bool]:
+    """Every route template of the real app -> whether it needs a token (a scope for
+    some method: the REST API) or is open (health, metrics, the OpenAPI document)."""
+    manifest = load_manifest(REPO / "dtqs.yaml")
+    app = create_app(ApiState(api_client(manifest, NOWHERE)))
+    routes = {}
+    for info in inspect_routes(app):
+        concrete = re.sub(r"\{[^}]+\}", "x", info.path)
+        resource = app._router.find(concrete)[0]
+        scopes = getattr(resource, "scopes", {})
+        # Auth's rule: a method without an entry needs admin; None is open.
+        routes[info.path] = not scopes or any(s is not None for s in scopes.values())
+    assert len(routes) >= 15
+    return routes
+
+
+def test_ingress_routes_the_api_and_nothing_open() -> None:
+    """The Ingress routes exactly the routes that need a token: /metrics and
+    /openapi.json (a Redis read at each request), and the probes' paths, stay inside."""
+    paths = ingress_paths(render("base"))
+    assert all(p["pathType"] == "Prefix" for p in paths)
+    routed = {route: any(prefix_routes(p["path"], route) for p in paths) for route in api_routes()}
+    needs_token = api_routes()
+    wrong = {route for route in routed if routed[route] != needs_token[route]}
+    assert not wrong, f"routed publicly iff it needs a token; wrong for {sorted(wrong)}"
+    assert not any(routed[r] for r in PRIVATE_ROUTES | {"/healthz", "/readyz"})
+
+
+# --- network policies --------------------------------------------------------------------
+
+
+def policies_for(docs: list[dict[str, Any]], deployment: dict[str, Any]) -> list[dict]:
+    labels = pod_labels(deployment)
+    return [
+        p for p in of_kind(docs, "NetworkPolicy")
+        if selects(p["spec"]["podSelector"].get("matchLabels", {}), labels)
+        and p["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    ]  # fmt: skip
+
+
+def rules(policies: list[dict[str, Any]], direction: str) -> list[dict[str, Any]]:
+    key = direction.lower()
+    return [
+        r for p in policies if direction in p["spec"]["policyTypes"] for r in p["spec"].get(key, [])
+    ]
+
+
+def ports_of(rule: dict[str, Any]) -> set[tuple[str, int]]:
+    return {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
+
+
+def namespaces_of(rule: dict[str, Any], key: str) -> set[str]:
+    return {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for peer in rule[key]
+    }
+
+
+def test_every_pod_is_isolated_both_ways() -> None:
+    """Each pod is selected by a policy of both types (default deny), and no rule
+    opens everything: each names its ports, and each ingress rule its peers."""
+    docs = render("base")
+    for deployment in of_kind(docs, "Deployment"):
+        mine = policies_for(docs, deployment)
+        types = {t for p in mine for t in p["spec"]["policyTypes"]}
+        assert types == {"Ingress", "Egress"}, deployment["metadata"]["name"]
+        for rule in rules(mine, "Ingress"):
+            assert rule.get("from") and rule.get("ports"), rule
+        for rule in rules(mine, "Egress"):
+            assert rule.get("ports"), f"egress anywhere on any port: {rule}"
+
+
+def test_ingress_only_to_the_api_from_the_controller_and_prometheus() -> None:
+    docs = render("example")
+    for deployment in of_kind(docs, "Deployment"):
+        allowed = rules(policies_for(docs, deployment), "Ingress")
+        if deployment["metadata"]["name"] != "dtqs-api":
+            assert allowed == [], f"{deployment['metadata']['name']} listens on nothing"
+            continue
+        (port,) = container(deployment)["ports"]
+        assert set().union(*map(ports_of, allowed)) == {("TCP", port["containerPort"])}
+        peers = set().union(*(namespaces_of(r, "from") for r in allowed))
+        # The Prometheus the autoscaler asks is the one allowed to scrape.
+        trigger = one(docs, "ScaledObject")["spec"]["triggers"][0]["metadata"]
+        prometheus_ns = re.match(r"https?://[^.]+\.([^.]+)\.svc", trigger["serverAddress"])
+        assert prometheus_ns, trigger["serverAddress"]
+        assert peers == {"ingress-nginx", prometheus_ns.group(1)}
+
+
+def test_egress_is_dns_and_redis_only() -> None:
+    docs = render("base")
+    redis_port = int(
+        config_map(docs, generated(docs, "ConfigMap", "dtqs-env")["metadata"]["name"])["REDIS_PORT"]
+    )
+    for deployment in of_kind(docs, "Deployment"):
+        allowed = rules(policies_for(docs, deployment), "Egress")
+        dns = [r for r in allowed if ports_of(r) == {("UDP", 53), ("TCP", 53)}]
+        (dns_rule,) = dns
+        assert namespaces_of(dns_rule, "to") == {"kube-system"}
+        assert all(
+            peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"} for peer in dns_rule["to"]
+        )
+        others = set().union(*(ports_of(r) for r in allowed if r is not dns_rule))
+        assert others == {("TCP", redis_port)}, deployment["metadata"]["name"]
 
 
 # --- workers and scheduler ---------------------------------------------------------------
@@ -303,13 +581,21 @@ def test_two_schedulers() -> None:
 
 def test_commands_parse_with_the_dtqs_cli() -> None:
     """The image runs `dtqs` through tini, and every container's arguments are a real
-    `dtqs` subcommand with real options."""
+    `dtqs` subcommand with real options. The API's --idle-timeout and --drain are the
+    lead's change: until this checkout's CLI has them, they are checked as numbers and
+    the test is an expected failure (it passes for real once they land)."""
     assert json.loads(dockerfile_instruction("ENTRYPOINT")) == ["tini", "--", "dtqs"]
+    pending = set()
     for deployment in of_kind(render("base"), "Deployment"):
         args = dtqs_args(deployment)
         sub = cli.commands[args[0]]
-        with sub.make_context(args[0], args[1:]) as ctx:
+        with sub.make_context(args[0], runnable(args)[1:]) as ctx:
             assert ctx.params
+        for name in set(API_OPTION_DEFAULTS) & set(args) - cli_options(args[0]):
+            assert float(option(args, name)) > 0
+            pending.add(name)
+    if pending:
+        pytest.xfail(f"dtqs api has no {sorted(pending)} yet (documented, not merged)")
 
 
 def test_pods_run_as_the_image_user_and_probe_with_its_healthcheck() -> None:
@@ -344,11 +630,109 @@ def test_each_pdb_covers_one_deployment_and_allows_a_drain(name: str) -> None:
     assert sorted(covered) == sorted(d["metadata"]["name"] for d in deployments)
 
 
+# --- PromQL, as far as these files use it ------------------------------------------------
+
+#: Words of PromQL that are not series names.
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+                "group_left", "group_right", "inf", "nan"}  # fmt: skip
+MATCHER = re.compile(r'([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"((?:\\.|[^"\\])*)"')
+
+
+def selectors(expr: str) -> list[tuple[str, dict[str, tuple[str, str]]]]:
+    """(series, {label: (op, value)}) for each `series{…}` selector in `expr`."""
+    found = []
+    for m in re.finditer(r"([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}", expr):
+        matchers = {k: (op, v) for k, op, v in MATCHER.findall(m.group(2))}
+        found.append((m.group(1), matchers))
+    return found
+
+
+def metric_names(expr: str) -> set[str]:
+    """The series names `expr` reads: identifiers that are not functions, keywords,
+    labels (in matchers or by/on lists) or durations."""
+    text = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set(re.findall(r"\b[a-zA-Z_:][\w:]*\b(?!\s*\()", text)) - PROMQL_WORDS
+    return names
+
+
+class NoData(Exception):
+    """A selector matched no series: Prometheus answers an empty result."""
+
+
+def evaluate(query: str, series: list[tuple[str, dict[str, str], float]]) -> float:
+    """A query of the autoscalers' shape (`max(selector) [by (queue)]` terms joined by
+    arithmetic, for one queue) evaluated over made-up `series` (name, labels, value)."""
+
+    def max_of(m: re.Match[str]) -> str:
+        ((name, matchers),) = selectors(m.group(1))
+        assert all(op == "=" for op, _ in matchers.values()), matchers
+        values = [
+            v for n, labels, v in series
+            if n == name and all(labels.get(k) == want for k, (_, want) in matchers.items())
+        ]  # fmt: skip
+        if not values:
+            raise NoData(m.group(1))
+        return repr(max(values))
+
+    text = re.sub(r"\bmax\s*\(\s*([a-zA-Z_:][\w:]*\{[^}]*\})\s*\)(\s*by\s*\(\s*queue\s*\))?",
+                  max_of, query)  # fmt: skip
+    text = re.sub(r"\bon\s*\(\s*queue\s*\)", " ", text)
+    assert re.fullmatch(r"[\d.e\s()*/+-]+", text), f"not the autoscalers' shape: {query}"
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv}  # fmt: skip
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.BinOp):
+            return ops[type(node.op)](walk(node.left), walk(node.right))
+        raise AssertionError(ast.dump(node))
+
+    return walk(ast.parse(text, mode="eval"))
+
+
+def made_up_series(namespace: str, job: str, *, paused: int | None) -> list[tuple]:
+    """This deployment's queue `default` (backlog 100, oldest 45 s, 20 in flight), a
+    paused flag (or none), and decoys: another namespace's and another job's much
+    larger figures, and another queue's."""
+    mine = {"namespace": namespace, "job": job, "queue": "default"}
+    figures = {"dtqs_queue_backlog": 100, "dtqs_queue_oldest_age_seconds": 45,
+               "dtqs_queue_in_flight": 20}  # fmt: skip
+    if paused is not None:
+        figures["dtqs_queue_paused"] = paused
+    series = []
+    for pod in ("a", "b"):  # every API pod reports the same figures
+        series += [(n, {**mine, "pod": pod}, v) for n, v in figures.items()]
+    for decoy in ({"namespace": "staging"}, {"job": "other"}, {"queue": "mail"}):
+        series += [(n, {**mine, **decoy, "pod": "c"}, 10_000.0) for n in figures]
+        series.append(("dtqs_queue_paused", {**mine, **decoy, "pod": "c"}, 0.0))
+    return series
+
+
+EXPECTED = {"dtqs_queue_backlog": 100, "dtqs_queue_oldest_age_seconds": 45,
+            "dtqs_queue_in_flight": 20}  # fmt: skip
+
+
+def check_scaling_queries(queries: dict[str, str], namespace: str) -> None:
+    """Each query reads its series for this deployment only, and a paused queue asks
+    for no worker through backlog or age (in-flight still counts: those tasks run)."""
+    for series_name, query in queries.items():
+        running = evaluate(query, made_up_series(namespace, SCRAPE_JOB, paused=0))
+        paused = evaluate(query, made_up_series(namespace, SCRAPE_JOB, paused=1))
+        assert running == EXPECTED[series_name], (series_name, running)
+        assert paused == (0 if series_name in PAUSABLE_SERIES else EXPECTED[series_name])
+        if series_name in PAUSABLE_SERIES:
+            # No paused flag (not scraped): no number at all, so the autoscaler holds.
+            with pytest.raises(NoData):
+                evaluate(query, made_up_series(namespace, SCRAPE_JOB, paused=None))
+
+
 # --- autoscaling -------------------------------------------------------------------------
-
-
-def series_in(query: str) -> set[str]:
-    return set(re.findall(r"\bdtqs_[a-z_]+", query))
 
 
 def pod_slots(docs: list[dict[str, Any]]) -> int:
@@ -358,22 +742,64 @@ def pod_slots(docs: list[dict[str, Any]]) -> int:
     return processes * manifest["queues"]["default"]["concurrency"]
 
 
+def keda_queries(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The ScaledObject's query per autoscaling series it scales on."""
+    found = {}
+    for trigger in one(docs, "ScaledObject", "dtqs-worker")["spec"]["triggers"]:
+        assert trigger["type"] == "prometheus"
+        query = trigger["metadata"]["query"]
+        (series_name,) = metric_names(query) & SCALING_SERIES
+        found[series_name] = query
+    return found
+
+
 def test_keda_triggers_read_the_queue_series() -> None:
     docs = render("keda")
     scaled = one(docs, "ScaledObject", "dtqs-worker")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "dtqs-worker"
     assert scaled["spec"]["minReplicaCount"] >= 1
-    by_series = {}
-    for trigger in scaled["spec"]["triggers"]:
-        assert trigger["type"] == "prometheus"
-        (series,) = series_in(trigger["metadata"]["query"])
-        assert f'{series}{{queue="default"}}' in trigger["metadata"]["query"]
-        by_series[series] = trigger
-    assert set(by_series) == SCALING_SERIES and set(by_series) <= QUEUE_SERIES
-    in_flight = by_series["dtqs_queue_in_flight"]
+    queries = keda_queries(docs)
+    assert set(queries) == SCALING_SERIES and set(queries) <= QUEUE_SERIES
+    for query in queries.values():
+        assert metric_names(query) <= QUEUE_SERIES | {"dtqs_queue_paused"}
+        for _, matchers in selectors(query):
+            assert matchers == {
+                "namespace": ("=", scaled["metadata"]["namespace"]),
+                "job": ("=", SCRAPE_JOB),
+                "queue": ("=", "default"),
+            }
+    by_series = {t["metadata"]["query"]: t for t in scaled["spec"]["triggers"]}
+    in_flight = by_series[queries["dtqs_queue_in_flight"]]
     assert in_flight["metricType"] == "AverageValue"
     assert int(in_flight["metadata"]["threshold"]) == pod_slots(docs)
     assert in_flight["metadata"]["activationThreshold"] == "0"
+
+
+@pytest.mark.parametrize("name", ("keda", "example"))
+def test_keda_ignores_paused_queues_and_other_deployments(name: str) -> None:
+    docs = render(name)
+    check_scaling_queries(keda_queries(docs), one(docs, "ScaledObject")["metadata"]["namespace"])
+
+
+def adapter_rules() -> dict[str, dict[str, Any]]:
+    rules = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["external"]
+    return {rule["name"]["as"]: rule for rule in rules}
+
+
+def adapter_query(rule: dict[str, Any], hpa: dict[str, Any], metric: dict[str, Any]) -> str:
+    """The query prometheus-adapter sends for one HPA metric: <<.Series>> is the series,
+    <<.LabelMatchers>> the HPA's namespace (the rule makes the metric namespaced) and
+    the metric's selector."""
+    (series_name,) = metric_names(rule["seriesQuery"])
+    assert rule["resources"]["overrides"]["namespace"] == {"resource": "namespace"}
+    labels = {"namespace": hpa["metadata"]["namespace"],
+              **metric["external"]["metric"]["selector"]["matchLabels"]}  # fmt: skip
+    matchers = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return (
+        rule["metricsQuery"]
+        .replace("<<.Series>>", series_name)
+        .replace("<<.LabelMatchers>>", matchers)
+    )
 
 
 def test_hpa_reads_the_adapter_external_metrics() -> None:
@@ -385,23 +811,142 @@ def test_hpa_reads_the_adapter_external_metrics() -> None:
     assert all(m["type"] == "External" for m in metrics.values())
     assert set(metrics) == SCALING_SERIES
     for m in metrics.values():
-        assert m["external"]["metric"]["selector"]["matchLabels"] == {"queue": "default"}
+        assert m["external"]["metric"]["selector"]["matchLabels"] == {
+            "queue": "default", "job": SCRAPE_JOB,
+        }  # fmt: skip
     in_flight = metrics["dtqs_queue_in_flight"]["external"]["target"]
     assert int(in_flight["averageValue"]) == pod_slots(docs)
 
-    rules = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["external"]
-    served = {}
-    for rule in rules:
-        (series,) = series_in(rule["seriesQuery"])
-        served[rule["name"]["as"]] = series
-        assert "max(<<.Series>>" in rule["metricsQuery"]
-    assert served == {name: name for name in metrics}
+    rules = adapter_rules()
+    for name, rule in rules.items():
+        (series_name,) = metric_names(rule["seriesQuery"])
+        assert series_name == name
+        ((_, matchers),) = selectors(rule["seriesQuery"])
+        assert matchers["job"] == ("=", SCRAPE_JOB)
+        # Every selector of the query carries the HPA's matchers (namespace included).
+        assert rule["metricsQuery"].count("{<<.LabelMatchers>>}") == len(
+            re.findall(r"\{", rule["metricsQuery"])
+        )
+    assert set(rules) == set(metrics)
+
+
+def test_hpa_ignores_paused_queues_and_other_deployments() -> None:
+    docs = render("hpa-alternative")
+    hpa = one(docs, "HorizontalPodAutoscaler", "dtqs-worker")
+    rules = adapter_rules()
+    queries = {
+        m["external"]["metric"]["name"]: adapter_query(
+            rules[m["external"]["metric"]["name"]], hpa, m
+        )
+        for m in hpa["spec"]["metrics"]
+    }
+    check_scaling_queries(queries, hpa["metadata"]["namespace"])
 
 
 @pytest.mark.parametrize("name", AUTOSCALED)
 def test_autoscaled_worker_leaves_replicas_to_the_autoscaler(name: str) -> None:
     worker = one(render(name), "Deployment", "dtqs-worker")
     assert "replicas" not in worker["spec"]
+
+
+# --- monitoring: the PodMonitor and the alerts -------------------------------------------
+
+
+def alert_rules(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    rule_doc = one(docs, "PrometheusRule")
+    return {r["alert"]: r for g in rule_doc["spec"]["groups"] for r in g["rules"]}
+
+
+def test_pod_monitor_scrapes_the_api_pods_as_the_queries_expect() -> None:
+    docs = render("example")
+    monitor = one(docs, "PodMonitor")
+    api = one(docs, "Deployment", "dtqs-api")
+    chosen = [
+        d["metadata"]["name"] for d in of_kind(docs, "Deployment")
+        if selects(monitor["spec"]["selector"]["matchLabels"], pod_labels(d))
+    ]  # fmt: skip
+    assert chosen == ["dtqs-api"]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] in {p["name"] for p in container(api)["ports"]}
+    assert endpoint["path"] == "/metrics"
+    relabel = {(r["targetLabel"], r.get("replacement")) for r in endpoint["relabelings"]}
+    assert ("job", SCRAPE_JOB) in relabel
+    # Prometheus pulls: it must be allowed in on that port (see the network policies).
+    assert "namespaceSelector" not in monitor["spec"], "scrapes its own namespace's pods"
+
+
+def test_alerts_cover_the_failure_modes_and_select_this_deployment() -> None:
+    docs = render("example")
+    rules = alert_rules(docs)
+    reads = {name: metric_names(r["expr"]) for name, r in rules.items()}
+    wanted = {
+        "DtqsRedisDown": {"dtqs_redis_up"},
+        "DtqsNoLiveWorkers": {"dtqs_workers"},
+        "DtqsOldestTaskAge": {"dtqs_queue_oldest_age_seconds", "dtqs_queue_paused"},
+        "DtqsDeadLettersGrowing": {"dtqs_tasks_dead_total"},
+        "DtqsReloadFailures": {"dtqs_reload_failures_total"},
+        "DtqsRedisMemoryNearMax": REDIS_MEMORY_GAUGES,
+    }
+    for alert, series in wanted.items():
+        assert reads.get(alert) == series, (alert, reads.get(alert))
+    namespace = one(docs, "PrometheusRule")["metadata"]["namespace"]
+    for name, rule in rules.items():
+        for series, matchers in selectors(rule["expr"]):
+            assert matchers.get("namespace") == ("=", namespace), (name, series)
+            assert matchers.get("job") == ("=", SCRAPE_JOB), (name, series)
+        assert rule["labels"]["severity"] in {"critical", "warning"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def exported_series(redis_url: str) -> set[str]:
+    """The series names a real dtqs app serves on /metrics (the app the API pods run,
+    on the test's Redis), with the suffixes Prometheus stores counters and histograms
+    under: what a PromQL expression can name."""
+    manifest = load_manifest(REPO / "dtqs.yaml")
+    client = api_client(manifest, redis_url)
+    try:
+        app = testing.TestClient(create_app(ApiState(client)))
+        app.simulate_get("/v1/tasks/x")  # a request, so the request series have samples
+        text = app.simulate_get("/metrics").text
+    finally:
+        client.close()
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count"),
+                "gauge": ("",), "summary": ("", "_sum", "_count")}  # fmt: skip
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {family.name + s for s in suffixes.get(family.type, ("",))}
+        names |= {s.name for s in family.samples}
+    assert {"dtqs_redis_up", "dtqs_workers", "dtqs_queue_backlog"} <= names, "Redis was not read"
+    return names
+
+
+@pytest.mark.redis
+def test_every_query_names_only_series_dtqs_exports(redis_url: str, r) -> None:
+    """Alert rules, KEDA triggers and the adapter's rules, against a real /metrics. The
+    two Redis memory gauges are taken as documented until the code exports them (see
+    the next test)."""
+    exported = exported_series(redis_url) | REDIS_MEMORY_GAUGES
+    docs = render("example")
+    expressions = [rule["expr"] for rule in alert_rules(docs).values()]
+    expressions += keda_queries(docs).values()
+    for rule in adapter_rules().values():
+        (series_name,) = metric_names(rule["seriesQuery"])
+        expressions += [
+            rule["seriesQuery"],
+            rule["metricsQuery"].replace("<<.Series>>", series_name),
+        ]
+    unknown = {name: sorted(metric_names(e) - exported) for name, e in enumerate(expressions)}
+    assert not any(unknown.values()), {expressions[i]: u for i, u in unknown.items() if u}
+    assert len(expressions) >= 14
+
+
+@pytest.mark.redis
+def test_redis_memory_gauges_are_exported(redis_url: str, r) -> None:
+    """The memory alerts' gauges, once the lead's change lands (an expected failure
+    until then, so it shows in every run)."""
+    missing = REDIS_MEMORY_GAUGES - exported_series(redis_url)
+    if missing:
+        pytest.xfail(f"/metrics has no {sorted(missing)} yet (documented, not merged)")
 
 
 # --- pods: security, resources, image, env -----------------------------------------------
@@ -421,9 +966,21 @@ def test_pods_run_locked_down_with_resources(name: str) -> None:
         assert sc["capabilities"]["drop"] == ["ALL"]
         for part in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(c["resources"][part]), (deployment, part)
-        assert c["image"] == "dtqs:latest"
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
         assert "/tmp" in mounts, "a read-only root needs a writable /tmp"
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_images_are_tagged_with_the_package_version(name: str) -> None:
+    """Never `latest` (a moving tag turns any pod restart into an upgrade): the version
+    in pyproject.toml, in the base and in everything built on it."""
+    version = package_version()
+    for deployment in of_kind(render(name), "Deployment"):
+        image = container(deployment)["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository.split("/")[-1] == "dtqs" and tag == version, image
+    base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert base["images"] == [{"name": "dtqs", "newName": "dtqs", "newTag": version}]
 
 
 def defined_env(docs: list[dict[str, Any]], c: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -449,14 +1006,71 @@ def defined_env(docs: list[dict[str, Any]], c: dict[str, Any]) -> Iterator[tuple
 
 
 def test_env_comes_from_existing_secrets_and_config() -> None:
-    docs = render("base")
-    tokens = secret_data(docs, "dtqs-api-tokens")
-    password = secret_data(docs, "dtqs-redis")["REDIS_PASSWORD"]
+    docs = render("example")
+    tokens = secret_data(docs, generated(docs, "Secret", "dtqs-api-tokens")["metadata"]["name"])
+    password = secret_data(docs, generated(docs, "Secret", "dtqs-redis")["metadata"]["name"])
     for deployment in of_kind(docs, "Deployment"):
         env = dict(defined_env(docs, container(deployment)))
-        assert env["DTQS_REDIS_URL"] == f"redis://:{password}@redis:6379/0"
+        assert env["DTQS_REDIS_URL"] == f"redis://:{password['REDIS_PASSWORD']}@redis:6379/0"
         assert env["DTQS_CONFIG"] == "/app/dtqs.yaml"
         assert set(tokens) <= set(env)
+
+
+# --- Secrets: referenced by the base, created by an overlay ------------------------------
+
+
+def secret_refs(docs: list[dict[str, Any]]) -> set[tuple[str, str | None]]:
+    """(Secret name, key or None for a whole envFrom) the Deployments read."""
+    refs: set[tuple[str, str | None]] = set()
+    for deployment in of_kind(docs, "Deployment"):
+        c = container(deployment)
+        refs |= {(s["secretRef"]["name"], None) for s in c["envFrom"] if "secretRef" in s}
+        refs |= {
+            (v["valueFrom"]["secretKeyRef"]["name"], v["valueFrom"]["secretKeyRef"]["key"])
+            for v in c["env"] if "valueFrom" in v
+        }  # fmt: skip
+    return refs
+
+
+@pytest.mark.parametrize("name", WITHOUT_SECRETS)
+def test_deployable_folders_only_refer_to_secrets(name: str) -> None:
+    """No placeholder Secret to apply by mistake, nor to overwrite real ones created by
+    hand at every `kubectl apply -k`."""
+    docs = render(name)
+    assert of_kind(docs, "Secret") == []
+    assert {n for n, _ in secret_refs(docs)} == {"dtqs-api-tokens", "dtqs-redis"}
+
+
+def test_example_overlay_creates_every_secret_the_pods_read_with_placeholders() -> None:
+    docs = render("example")
+    for name, key in secret_refs(docs):
+        values = secret_data(docs, name)
+        assert key is None or key in values, (name, key)
+        for var, value in values.items():
+            assert value.startswith("change-me"), f"{name}.{var} is not a placeholder"
+    # The tokens' placeholders are long enough that only the `change-me` rule refuses them.
+    tokens = secret_data(docs, generated(docs, "Secret", "dtqs-api-tokens")["metadata"]["name"])
+    assert set(tokens) == {"DTQS_CI_TOKEN", "DTQS_OPS_TOKEN"}
+    assert all(len(t) >= 16 for t in tokens.values())
+
+
+def test_dtqs_refuses_the_example_placeholders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deployed as it is, the example starts nothing: every pod's manifest is refused
+    (dtqs refuses api.tokens values starting with `change-me`, the lead's change: an
+    expected failure until this checkout has it)."""
+    docs = render("example")
+    api = one(docs, "Deployment", "dtqs-api")
+    root = lay_out_project(docs, project_volume(docs, "dtqs-api")[1], tmp_path)
+    for var, value in defined_env(docs, container(api)):
+        monkeypatch.setenv(var, value)
+    try:
+        load_manifest(root / "dtqs.yaml")
+    except ManifestError as exc:
+        assert "change-me" in str(exc) or "placeholder" in str(exc), exc
+    else:
+        pytest.xfail("dtqs does not refuse `change-me` tokens yet (documented, not merged)")
 
 
 # --- the project, delivered as a ConfigMap -----------------------------------------------
@@ -492,16 +1106,25 @@ def test_project_copy_equals_the_repo_example() -> None:
     assert deployed == example
 
 
+def real_values(env: dict[str, str]) -> dict[str, str]:
+    """The pods' environment once the user replaced the example's placeholders."""
+    return {
+        k: f"{k.lower()}-0123456789abcdef" if v.startswith("change-me") else v
+        for k, v in env.items()
+    }
+
+
 def test_every_pod_mounts_the_project_where_dtqs_config_points(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Lay the ConfigMap out as the volume does, then load and import it with dtqs's own
-    loader under the pods' environment: the manifest, tokens and handlers all resolve."""
-    docs = render("base")
+    loader under the pods' environment (the example's Secrets, with real values in
+    place of its placeholders): the manifest, tokens and handlers all resolve."""
+    docs = render("example")
     for deployment in of_kind(docs, "Deployment"):
         name = deployment["metadata"]["name"]
         mount, volume = project_volume(docs, name)
-        env = dict(defined_env(docs, container(deployment)))
+        env = real_values(dict(defined_env(docs, container(deployment))))
         assert env["DTQS_CONFIG"] == f"{mount}/dtqs.yaml", name
         root = lay_out_project(docs, volume, tmp_path / name)
         for var, value in env.items():
@@ -541,15 +1164,16 @@ def test_rendered_api_serves_probes_and_the_scaling_series(
     tmp_path: Path, procs, redis_url: str, r, wait_for, unused_port: int
 ) -> None:
     """The API container's own command, project and environment (Redis and the bind
-    address swapped for the test's loopback ones): probes answer as the kubelet expects,
-    and /metrics, open without a token, carries every series the autoscalers query."""
-    docs = render("keda")
+    address swapped for the test's loopback ones, the placeholders for real tokens):
+    probes answer as the kubelet expects, and /metrics, open without a token, carries
+    every series the autoscalers query."""
+    docs = render("example")
     api = one(docs, "Deployment", "dtqs-api")
     _, volume = project_volume(docs, "dtqs-api")
     root = lay_out_project(docs, volume, tmp_path / "project")
-    env = dict(defined_env(docs, container(api)))
+    env = real_values(dict(defined_env(docs, container(api))))
     env.update(DTQS_CONFIG=str(root / "dtqs.yaml"), DTQS_REDIS_URL=redis_url)
-    args = dtqs_args(api)
+    args = runnable(dtqs_args(api))
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(unused_port)
     procs.spawn(args, root, procs.env(redis_url, **env))
@@ -565,8 +1189,9 @@ def test_rendered_api_serves_probes_and_the_scaling_series(
     status, text = get(unused_port, "/metrics")
     assert status == 200
     queried = set()
-    for trigger in one(docs, "ScaledObject", "dtqs-worker")["spec"]["triggers"]:
-        queried |= series_in(trigger["metadata"]["query"])
+    for query in keda_queries(docs).values():
+        queried |= metric_names(query)
+    assert "dtqs_queue_paused" in queried
     for series in queried:
         assert re.search(rf'^{series}{{[^}}]*queue="default"[^}}]*}} ', text, re.M), series
 
@@ -581,11 +1206,11 @@ def test_rendered_worker_passes_its_probe_and_stops_within_the_pod_grace(
     Redis: its liveness check (the image's healthcheck script, run on the supervisor's
     pid as the probe runs it on PID 1) passes, and SIGTERM ends it cleanly well inside
     terminationGracePeriodSeconds."""
-    docs = render("keda")
+    docs = render("example")
     worker = one(docs, "Deployment", "dtqs-worker")
     _, volume = project_volume(docs, "dtqs-worker")
     root = lay_out_project(docs, volume, tmp_path / "project")
-    env = dict(defined_env(docs, container(worker)))
+    env = real_values(dict(defined_env(docs, container(worker))))
     env.update(DTQS_CONFIG=str(root / "dtqs.yaml"), DTQS_REDIS_URL=redis_url)
     supervisor = procs.spawn(dtqs_args(worker), root, procs.env(redis_url, **env))
 
