@@ -83,14 +83,8 @@ AWS_METRICS = {
 #: and writes to it, /openapi.json lists every function; both are for the inside.
 PRIVATE_ROUTES = ("/metrics", "/openapi.json")
 
-#: Options of `dtqs api` that the lead's change adds (issue 18); until it is merged the
-#: API command's test is expected to fail.
-PENDING_API_OPTIONS = {"--idle-timeout", "--drain"}
-RUNTIME_SOURCE = "\n".join(p.read_text() for p in Path(emf.__file__).parent.rglob("*.py"))
-#: Whether the dtqs in this checkout has the lead's EMF Deployment dimension and the
-#: worker's ECS task scale-in protection (interfaces of issue 18).
-HAS_DEPLOYMENT_DIMENSION = "DTQS_DEPLOYMENT" in RUNTIME_SOURCE
-HAS_TASK_PROTECTION = "task-protection/v1/state" in RUNTIME_SOURCE
+#: Options of `dtqs api` the module must set: the drain and an idle timeout above the ALB's.
+API_STOP_OPTIONS = {"--idle-timeout", "--drain"}
 
 MANIFEST = """\
 version: 1
@@ -394,11 +388,6 @@ def _emf_documents(text: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    not HAS_DEPLOYMENT_DIMENSION, strict=True,
-    reason="dtqs does not read DTQS_DEPLOYMENT yet: the lead's EMF Deployment dimension "
-    "(issue 18) is not merged into this branch",
-)  # fmt: skip
 def test_scheduler_publishes_the_deployment_dimension_the_module_matches(
     module, project, redis_url, r, procs
 ):
@@ -449,11 +438,6 @@ class _FakeEcsAgent(http.server.ThreadingHTTPServer):
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    not HAS_TASK_PROTECTION, strict=True,
-    reason="dtqs worker does not call the ECS task-protection endpoint yet: the lead's "
-    "change (issue 18) is not merged into this branch",
-)  # fmt: skip
 def test_busy_worker_asks_for_scale_in_protection_for_the_minutes_the_module_sets(
     module, project, redis_url, r, procs
 ):
@@ -610,19 +594,13 @@ def cli_options(name: str) -> set[str]:
 
 def test_commands_are_real_dtqs_cli_options(module):
     for name, flags in command_flags(module).items():
-        flags -= PENDING_API_OPTIONS
         assert flags <= cli_options(name), (name, flags - cli_options(name))
 
 
-@pytest.mark.xfail(
-    not PENDING_API_OPTIONS <= cli_options("api"), strict=True,
-    reason="dtqs api has no --idle-timeout/--drain yet: the lead's change (issue 18) is "
-    "not merged into this branch",
-)  # fmt: skip
 def test_api_command_sets_drain_and_an_idle_timeout_above_the_albs(module):
     """waitress must not close idle connections before the ALB does (502s on reuse),
     and ECS's stopTimeout must cover --drain."""
-    assert PENDING_API_OPTIONS <= command_flags(module)["api"] <= cli_options("api")
+    assert API_STOP_OPTIONS <= command_flags(module)["api"] <= cli_options("api")
     api = module.local("commands")["api"]
     assert api[api.index("--idle-timeout") + 1] == "${tostring(var.api_idle_timeout_seconds)}"
     assert api[api.index("--drain") + 1] == "${tostring(var.api_drain_seconds)}"
