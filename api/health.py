@@ -98,6 +98,9 @@ class ReadinessCheck:
         self._thread = threading.Thread(target=self._run, name="readiness", daemon=True)
 
     def start(self) -> ReadinessCheck:
+        """Work out the first answer now (before the server takes requests: at most
+        api.redis_timeout when Redis is away), then keep it fresh in the background."""
+        self._check()
         self._thread.start()
         return self
 
@@ -105,17 +108,18 @@ class ReadinessCheck:
         self._stop.set()
 
     def _run(self) -> None:
-        while True:
-            try:
-                answer: dict[str, Any] | ProblemError = readiness(self.state)
-            except ProblemError as exc:
-                answer = exc
-            except Exception as exc:  # noqa: BLE001 - a bug must not freeze readiness
-                log.exception("readiness check failed")
-                answer = ProblemError(503, f"the readiness check failed: {type(exc).__name__}")
-            self._answer = (time.monotonic(), answer)
-            if self._stop.wait(self.interval_s):
-                return
+        while not self._stop.wait(self.interval_s):
+            self._check()
+
+    def _check(self) -> None:
+        try:
+            answer: dict[str, Any] | ProblemError = readiness(self.state)
+        except ProblemError as exc:
+            answer = exc
+        except Exception as exc:  # noqa: BLE001 - a bug must not freeze readiness
+            log.exception("readiness check failed")
+            answer = ProblemError(503, f"the readiness check failed: {type(exc).__name__}")
+        self._answer = (time.monotonic(), answer)
 
     def answer(self) -> dict[str, Any]:
         """The latest answer; a 503 when there is none yet or it is stale."""

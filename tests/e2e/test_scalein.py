@@ -60,11 +60,21 @@ class Agent:
     def states(self) -> list[bool]:
         return [body["ProtectionEnabled"] for _, _, body in self.calls]
 
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def agent():
+    made = Agent()
+    yield made
+    made.close()
+
 
 def test_a_busy_worker_is_protected_from_scale_in_and_released_when_idle(
-    procs, project, redis_url, r, client_for, wait_for
+    procs, project, redis_url, r, client_for, wait_for, agent
 ):
-    agent = Agent()
     p = project(MANIFEST, {"functions/tasks.py": TASKS})
     env = procs.env(redis_url, ECS_AGENT_URI=agent.uri, DTQS_SCALE_IN_PROTECTION_MINUTES="15")
     sup = procs.spawn(["worker", "--processes", "1", "--log-level", "info"], p.root, env)
@@ -78,7 +88,6 @@ def test_a_busy_worker_is_protected_from_scale_in_and_released_when_idle(
     assert body == {"ProtectionEnabled": True, "ExpiresInMinutes": 15}
     assert client.wait(task, 20).state == "succeeded"
     wait_for(lambda: agent.states() == [True, False], 10, "protection cleared when idle")
-    agent.server.shutdown()
     assert sup.poll() is None
 
 

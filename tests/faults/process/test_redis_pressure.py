@@ -99,6 +99,8 @@ def test_12_maxmemory_noeviction_refuses_never_2xx(stack, fault_report, invarian
     accepted = [a.body["id"] for a in answers if a.status == 202]
     stored = {k.rsplit(":", 1)[1] for k in r.scan_iter("dtqs:{default}:t:*")}
     evicted = int(r.info("stats")["evicted_keys"])
+    # NOTE: /readyz answers from a check run every second: within a few, it says so.
+    s.wait_for(lambda: request(port, "GET", "/readyz").status == 503, 5, "/readyz to see it")
     ready_full = request(port, "GET", "/readyz")
     # NOTE: checked before the allkeys-lru phase: under that policy at maxmemory Redis
     # evicts keys (a pending list, say) as soon as the new worker writes, which is what
@@ -106,6 +108,8 @@ def test_12_maxmemory_noeviction_refuses_never_2xx(stack, fault_report, invarian
     problems = invariants(r)
 
     r.config_set("maxmemory-policy", "allkeys-lru")
+    s.wait_for(lambda: "maxmemory-policy" in str(request(port, "GET", "/readyz").body), 5,
+               "/readyz to name the policy")  # fmt: skip
     ready_lru = request(port, "GET", "/readyz")
     sup = s.worker(1)
     s.wait_for(lambda: "maxmemory-policy" in s.procs.output(sup), 20, "the worker's warning")
