@@ -39,8 +39,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from dtqs.api.app import ApiState, api_client, create_app
-from dtqs.api.server import check_exposure
-from dtqs.runtime.cli import cli
+from dtqs.api.server import DRAIN_S, IDLE_TIMEOUT_S, check_exposure
 from dtqs.runtime.handlers import check_handlers
 from dtqs.runtime.manifest import Manifest, load_manifest
 
@@ -64,7 +63,7 @@ REDIS_PASSWORD = "0123456789abcdef0123456789abcdef"
 REQUIRED = {**TOKENS, "DTQS_REDIS_PASSWORD": REDIS_PASSWORD}
 #: `dtqs api` options documented for this change, with their defaults (the lead adds
 #: them to the CLI; compose passes both explicitly).
-API_OPTION_DEFAULTS = {"--idle-timeout": 75.0, "--drain": 20.0}
+API_OPTION_DEFAULTS = {"--idle-timeout": IDLE_TIMEOUT_S, "--drain": DRAIN_S}
 #: An image reference pinned by digest.
 PINNED = re.compile(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}")
 
@@ -142,21 +141,6 @@ def api_option(args: list[str], name: str) -> float:
     """A documented `dtqs api` option's value, from the arguments or its default."""
     value = option(args, name)
     return float(value) if value is not None else API_OPTION_DEFAULTS[name]
-
-
-def runnable(args: list[str]) -> list[str]:
-    """`args` without the documented `dtqs api` options this checkout's CLI lacks yet
-    (--idle-timeout, --drain: the lead's change), so the rest still runs for real."""
-    known = {opt for p in cli.commands[args[0]].params for opt in p.opts}
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in API_OPTION_DEFAULTS and arg not in known:
-            skip = True
-        else:
-            out.append(arg)
-    return out
 
 
 def compose_seconds(value: str) -> float:
@@ -714,7 +698,7 @@ def test_healthcheck_of_the_api(procs, redis_url, tmp_path, monkeypatch, unused_
     app = mounted_project(tmp_path)
     env = procs.env(redis_url, **TOKENS)
     # compose's command, on loopback and a free port.
-    argv = runnable(list(service("api")["command"]))
+    argv = list(service("api")["command"])
     argv[argv.index("--host") + 1] = "127.0.0.1"
     argv[argv.index("--port") + 1] = str(unused_port)
     proc = procs.spawn([*argv, "--log-level", "warning"], app, env)
