@@ -249,17 +249,14 @@ class Drain:
         self.on_drain = on_drain
         self.map: dict[int, Any] = getattr(server, "map", None) or server._map
         self.since: float | None = None  #: monotonic time of the first signal
+        self.begun = False  #: the listeners are closed and the waiters told
 
     def signalled(self, signum: int, _frame: object) -> None:
+        """Only note the time: the drain itself begins in run(), between two turns of
+        the loop, not inside a signal handler that may interrupt one."""
         if self.since is not None:
             raise SystemExit(0)  # a second signal: stop now
         self.since = time.monotonic()
-        log.info("draining: no new connections; requests in flight get %g s", self.drain_s)
-        for dispatcher in list(self.map.values()):
-            if isinstance(dispatcher, BaseWSGIServer):
-                dispatcher.close()  # NOTE: new connections are refused from now on
-        if self.on_drain is not None:
-            self.on_drain()
 
     def run(self) -> None:
         try:
@@ -268,9 +265,20 @@ class Drain:
         except SystemExit:
             pass
 
+    def begin(self) -> None:
+        log.info("draining: no new connections; requests in flight get %g s", self.drain_s)
+        for dispatcher in list(self.map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.close()  # NOTE: new connections are refused from now on
+        if self.on_drain is not None:
+            self.on_drain()
+        self.begun = True
+
     def done(self) -> bool:
         if self.since is None:
             return False
+        if not self.begun:
+            self.begin()
         if time.monotonic() - self.since > self.drain_s:
             log.warning("drain: requests still in flight after %g s; stopping", self.drain_s)
             return True

@@ -18,6 +18,7 @@ this, ``?function=x&limit=1`` on 100,000 queued tasks made 100,000 round trips).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -120,7 +121,7 @@ def _plan(places: list[_Place], sizes: list[int], budget: int) -> list[_Place]:
     planned: list[_Place] = []
     for place, size in zip(places, sizes, strict=True):
         take = min(max(size - place.offset, 0), budget)
-        planned.append(_Place(**{**place.__dict__, "size": size, "take": take}))
+        planned.append(dataclasses.replace(place, size=size, take=take))
         budget -= take
         if budget <= 0:
             break
