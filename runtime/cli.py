@@ -206,11 +206,12 @@ def run(
 ) -> None:
     """Local development: embedded server (if no Redis is set), workers, API, scheduler."""
     from dtqs.api.server import check_exposure, check_free
-    from dtqs.runtime.supervisor import ChildCommand
+    from dtqs.runtime.supervisor import ChildCommand, check_not_running
 
     logs.setup("run", log_level)
     manifest = load(config)
     check_exposure(manifest, host, insecure)
+    check_not_running(manifest, redis_url)  # NOTE: says more than "port in use" would
     check_free(host, port)
     from dtqs.runtime.reloader import PARENT_REPORTS_ENV
 

@@ -39,6 +39,18 @@ from dtqs.runtime.scalein import Protector
 log = logging.getLogger("dtqs.run")
 
 
+def check_not_running(manifest: Manifest, redis_url: str | None) -> None:
+    """Refuse a second `dtqs run` with the embedded server in one folder (conflict)."""
+    other = settings.embedded_url(manifest)
+    if other and not manifest.redis_url and not redis_url:
+        state = settings.state_dir(manifest) / settings.SERVER_FILE
+        raise DtqsError(
+            f"another `dtqs run` is already serving this folder (server {other}); "
+            f"stop it first, or remove {state}",
+            code="conflict",
+        )
+
+
 class Component(Protocol):
     """A piece `dtqs run` starts after the workers and stops before them."""
 
@@ -126,14 +138,7 @@ class Supervisor:
         return self.embedded.start()
 
     def check_not_running(self) -> None:
-        other = settings.embedded_url(self.manifest)
-        if other and not self.manifest.redis_url and not self.options.redis_url:
-            state = settings.state_dir(self.manifest) / settings.SERVER_FILE
-            raise DtqsError(
-                f"another `dtqs run` is already serving this folder (server {other}); "
-                f"stop it first, or remove {state}",
-                code="conflict",
-            )
+        check_not_running(self.manifest, self.options.redis_url)
 
     def _listen(self) -> None:
         """Count every SIGINT/SIGTERM, even two that arrive at once.

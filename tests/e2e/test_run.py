@@ -153,3 +153,14 @@ def test_run_stops_non_zero_when_a_child_dies(procs, example, wait_for, unused_p
     assert sup.returncode == 1, procs.output(sup)  # killed by a signal: 1
     assert "api exited with status -9; stopping" in procs.output(sup)
     procs.assert_no_orphans(example, timeout=5)
+
+
+def test_a_second_run_in_the_same_folder_says_so(procs, example, wait_for, unused_port):
+    env = procs.env(None)
+    sup, server = start_run(procs, example, env, wait_for, unused_port)
+    again = procs.run([*RUN, "--port", str(unused_port)], example, env, timeout=30)
+    # NOTE: the same port too: the folder's own run is named, not "address in use".
+    assert again.returncode == 4, again
+    assert "another `dtqs run` is already serving this folder" in again.stderr
+    assert len(again.stderr.splitlines()) == 1
+    stop_run(procs, sup, example, server["pid"])
