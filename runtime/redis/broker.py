@@ -337,11 +337,8 @@ class Broker:
         return record or None
 
     def task_records(self, qk: QueueKeys, ids: Sequence[str]) -> list[dict[str, str]]:
-        with self.translated():
-            pipe = self.redis.pipeline(transaction=False)
-            for task_id in ids:
-                pipe.hgetall(qk.task(task_id))
-            return [r for r in pipe.execute(raise_on_error=False) if isinstance(r, dict) and r]
+        """The records of tasks of one queue, in order, skipping missing ones."""
+        return self.task_records_of([(qk, task_id) for task_id in ids])
 
     def dead_ids(self, qk: QueueKeys, start: int, count: int) -> list[str]:
         with self.translated():
