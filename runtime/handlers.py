@@ -39,12 +39,16 @@ def load_handler(spec: FunctionSpec) -> Callable[..., Any]:
     except (Exception, SystemExit) as exc:  # SystemExit: a module calling sys.exit()
         line, message = _describe(exc, spec.handler_file)
         raise HandlerImportError(_problem(spec, line, message)) from exc
-    if not hasattr(module, spec.handler_attr):
-        raise HandlerImportError(_problem(spec, None, f"has no function {spec.handler_attr!r}"))
-    handler = getattr(module, spec.handler_attr)
-    if not callable(handler):
-        kind = type(handler).__name__
-        message = f"{spec.handler_attr!r} is a {kind}, not a function"
+    handler = getattr(module, spec.handler_attr, None)
+    if handler is None or not callable(handler):
+        # NOTE: not kept in sys.modules: the file may have been read while an editor or
+        # a hot reload was rewriting it (truncated, half written); the next load reads
+        # it again instead of the incomplete module for the life of the process.
+        if sys.modules.get(module.__name__) is module:
+            del sys.modules[module.__name__]
+        if handler is None:
+            raise HandlerImportError(_problem(spec, None, f"has no function {spec.handler_attr!r}"))
+        message = f"{spec.handler_attr!r} is a {type(handler).__name__}, not a function"
         raise HandlerImportError(_problem(spec, None, message))
     return handler  # type: ignore[no-any-return]
 

@@ -38,6 +38,10 @@ task_log = logging.getLogger("dtqs.task")
 UNKNOWN_FUNCTION_DELAY_S = 30.0
 #: A worker process warns about parked tasks of one unknown function at most this often.
 UNKNOWN_FUNCTION_WARN_S = 60.0
+#: Pause before a handler that failed to import is tried once more.
+IMPORT_RETRY_S = 0.2
+#: How long a handler's import failure is remembered before the file is read again.
+IMPORT_FAILURE_TTL_S = 5.0
 #: Characters of a traceback kept on the task record.
 TRACEBACK_MAX = 8000
 
@@ -127,6 +131,8 @@ class Worker:
         self.tasks_done = 0  #: outcomes recorded
         self.tasks_run = 0  #: handlers that returned (max_tasks_per_child counts these)
         self._handlers: dict[str, handlers.Handler] = {}
+        #: function -> (until when, the error): a handler that failed to import lately
+        self._failed_imports: dict[str, tuple[float, DtqsError]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_trouble = 0.0
         self._parked_warned: dict[str, float] = {}  #: unknown function -> last warning
@@ -167,8 +173,34 @@ class Worker:
     def handler_for(self, spec: FunctionSpec) -> handlers.Handler:
         found = self._handlers.get(spec.name)
         if found is None:
-            found = self._handlers[spec.name] = handlers.Handler.load(spec)
+            found = self._handlers[spec.name] = self._load(spec)
         return found
+
+    def _load(self, spec: FunctionSpec) -> handlers.Handler:
+        """Import a handler. NOTE: a first failure is tried again after a short pause (a
+        file read while it was being rewritten, e.g. by the hot reload that starts this
+        very process); a failure is then remembered for a few seconds, so a broken
+        handler costs each of its tasks an attempt, not an import."""
+        failed = self._failed_imports.get(spec.name)
+        if failed is not None and time.monotonic() < failed[0]:
+            raise failed[1]
+        try:
+            found = handlers.Handler.load(spec)
+        except DtqsError as exc:
+            if failed is not None:  # it failed before: no second chance this time
+                self._remember_failure(spec, exc)
+                raise
+            time.sleep(IMPORT_RETRY_S)
+            try:
+                found = handlers.Handler.load(spec)
+            except DtqsError as again:
+                self._remember_failure(spec, again)
+                raise
+        self._failed_imports.pop(spec.name, None)
+        return found
+
+    def _remember_failure(self, spec: FunctionSpec, exc: DtqsError) -> None:
+        self._failed_imports[spec.name] = (time.monotonic() + IMPORT_FAILURE_TTL_S, exc)
 
     def dispatch(self, entries: Sequence[Running]) -> list[Running]:
         """Send `async def` tasks to the event loop in one call; return the others, for

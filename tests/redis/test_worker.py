@@ -282,3 +282,20 @@ def test_worker_registers_a_heartbeat(setup, wait_for):
         live = wait_for(client.workers, 5, "the worker's first beat")
         assert len(live) == 1 and live[0]["queues"] == ["default", "fair"]
     assert client.workers() == []
+
+
+def test_a_handler_file_being_rewritten_costs_no_attempt(setup, tmp_path):
+    """Hot reload under load (a CI run): a new worker process read functions/ while the
+    file was half written; 771 attempts failed before the process was replaced. A failed
+    import is now read again after a short pause before a task's attempt fails."""
+    import threading
+
+    client, worker = setup()
+    path = Path(client.manifest.functions["note"].handler_file)
+    source = path.read_text()
+    path.write_text("")  # truncated, as in the middle of a rewrite
+    threading.Timer(0.05, path.write_text, args=(source,)).start()
+    task_id = client.submit("note", {"ledger": str(tmp_path / "ledger")})
+    with worker:
+        info = client.wait(task_id, 10)
+    assert (info.state, info.attempts, info.errors) == ("succeeded", 1, [])

@@ -115,6 +115,16 @@ def test_failed_import_is_not_cached(project: Path) -> None:
     assert load_handler(function)(None) == "ok"
 
 
+def test_a_module_read_half_written_is_not_cached(project: Path) -> None:
+    """A file read while it was being rewritten (truncated: an empty module) imports
+    cleanly but lacks the handler. Before, that empty module stayed in sys.modules and
+    the worker process failed every task of the function until it was replaced."""
+    function = spec(project, "")
+    failure(function)
+    (project / "functions" / "mod.py").write_text("def handle(payload):\n    return 'ok'\n")
+    assert load_handler(function)(None) == "ok"
+
+
 def test_sibling_import(project: Path) -> None:
     manifest = make(
         project,
